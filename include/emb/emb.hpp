@@ -1,0 +1,7 @@
+// emb/emb.hpp — everything emb offers, in one include.
+#pragma once
+
+#include "index_span.hpp"
+#include "options.hpp"
+#include "sparse_grad.hpp"
+#include "embedding.hpp"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs, from Debian's archive, whatever emb's build needs and the machine lacks:
+# a C++17 compiler, CMake, Eigen 3, doctest and Google Benchmark (gnuplot is optional and is
+# installed only with EMB_WITH_GNUPLOT=1). Does nothing when everything is present.
+set -euo pipefail
+
+need=()
+have_header() { [ -f "/usr/include/$1" ] || [ -f "/usr/local/include/$1" ]; }
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v make >/dev/null 2>&1 || need+=(make)
+have_header eigen3/Eigen/Core || need+=(libeigen3-dev)
+have_header doctest/doctest.h || need+=(doctest-dev)
+have_header benchmark/benchmark.h || need+=(libbenchmark-dev)
+if [ "${EMB_WITH_GNUPLOT:-0}" = 1 ] && ! command -v gnuplot >/dev/null 2>&1; then
+  need+=(gnuplot-nox)
+fi
+
+if [ ${#need[@]} -eq 0 ]; then
+  echo "deps: everything emb needs is installed"
+  exit 0
+fi
+
+echo "deps: installing ${need[*]} from Debian's archive"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "deps: need root or sudo to install ${need[*]}" >&2; exit 1; }
+  sudo=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
