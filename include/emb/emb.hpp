@@ -5,3 +5,4 @@
 #include "options.hpp"
 #include "sparse_grad.hpp"
 #include "embedding.hpp"
+#include "similarity.hpp"
