@@ -6,3 +6,4 @@
 #include "sparse_grad.hpp"
 #include "embedding.hpp"
 #include "similarity.hpp"
+#include "vocabulary.hpp"
