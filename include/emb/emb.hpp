@@ -5,5 +5,7 @@
 #include "options.hpp"
 #include "sparse_grad.hpp"
 #include "embedding.hpp"
+#include "linear.hpp"
+#include "one_hot.hpp"
 #include "similarity.hpp"
 #include "vocabulary.hpp"
