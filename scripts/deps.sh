@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's archive, whatever emb's build needs and the machine lacks:
 # a C++17 compiler, CMake, Eigen 3, doctest and Google Benchmark (gnuplot is optional and is
-# installed only with EMB_WITH_GNUPLOT=1). Does nothing when everything is present.
+# installed only with EMB_WITH_GNUPLOT=1; clang's libFuzzer only with EMB_WITH_FUZZ=1).
+# Does nothing when everything is present.
 set -euo pipefail
 
 need=()
@@ -14,6 +15,12 @@ have_header doctest/doctest.h || need+=(doctest-dev)
 have_header benchmark/benchmark.h || need+=(libbenchmark-dev)
 if [ "${EMB_WITH_GNUPLOT:-0}" = 1 ] && ! command -v gnuplot >/dev/null 2>&1; then
   need+=(gnuplot-nox)
+fi
+# The fuzzers (fuzz/run.sh) need clang and its libFuzzer runtime; asked for with EMB_WITH_FUZZ=1.
+if [ "${EMB_WITH_FUZZ:-0}" = 1 ]; then
+  command -v clang++ >/dev/null 2>&1 || need+=(clang)
+  ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 \
+    || need+=(libclang-rt-14-dev)
 fi
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -9,3 +9,5 @@
 #include "one_hot.hpp"
 #include "similarity.hpp"
 #include "vocabulary.hpp"
+#include "io/npy.hpp"
+#include "io/word2vec.hpp"
