@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -12,6 +13,8 @@
 
 #include "detail/error.hpp"
 #include "detail/gather.hpp"
+#include "detail/huge_pages.hpp"
+#include "detail/parallel.hpp"
 #include "detail/renorm.hpp"
 #include "detail/rng.hpp"
 #include "detail/scatter.hpp"
@@ -20,6 +23,23 @@
 #include "sparse_grad.hpp"
 
 namespace emb {
+
+// Threads emb's kernels may use (forward, backward, backward_dense) on large calls; 1 by
+// default. They come from OpenMP, so they exist only when the program is compiled with it
+// (g++/clang++ -fopenmp, or CMake's OpenMP::OpenMP_CXX); without it every kernel runs serially
+// and the setting is only stored. Results do not depend on the thread count, bit for bit.
+// Calls that move less than 256 KiB stay on one thread. n < 1: std::invalid_argument.
+inline void set_num_threads(int n) {
+  if (n < 1) {
+    detail::throw_bad_option("emb::set_num_threads", "n", detail::concat(n), "it must be >= 1");
+  }
+  detail::thread_setting().store(n, std::memory_order_relaxed);
+}
+inline int num_threads() noexcept {
+  return detail::thread_setting().load(std::memory_order_relaxed);
+}
+// Whether this program was compiled with OpenMP, i.e. whether set_num_threads(n > 1) has effect.
+inline constexpr bool parallel_enabled() noexcept { return detail::openmp_enabled; }
 
 // A (num_embeddings, embedding_dim) table of T. forward(indices) returns one row per index;
 // backward(indices, grad_output) returns the gradient with respect to the table, row-sparse
@@ -81,6 +101,7 @@ class Embedding {
     detail::check_shape("emb::Embedding::set_weight", "weight", num_embeddings(),
                         embedding_dim(), weight.rows(), weight.cols());
     weight_ = std::move(weight);
+    huge_pages_.on = false;
   }
 
   bool frozen() const { return frozen_; }
@@ -113,9 +134,13 @@ class Embedding {
     detail::group_by_row(indices, padding_idx(), segments);
     SparseGrad<T> grad;
     grad.num_embeddings = num_embeddings();
-    grad.values = Matrix<T>::Zero(static_cast<Index>(segments.rows.size()), embedding_dim());
-    detail::sum_segments(segments, grad_output.data(), grad_output.outerStride(),
-                         embedding_dim(), scale_grad_by_freq(), grad.values.data());
+    const auto nnz = static_cast<Index>(segments.rows.size());
+    grad.values.resize(nnz, embedding_dim());  // every row is assigned by its first term
+    const std::size_t bytes = segments.positions.size() *
+                              static_cast<std::size_t>(embedding_dim()) * sizeof(T);
+    detail::sum_segments_into(segments, grad_output.data(), grad_output.outerStride(),
+                              embedding_dim(), scale_grad_by_freq(), grad.values.data(),
+                              detail::threads_for(segments.rows.size(), bytes));
     grad.rows = std::move(segments.rows);
     return grad;
   }
@@ -124,12 +149,42 @@ class Embedding {
   Matrix<T> backward_dense(IndexSpan indices,
                            const Eigen::Ref<const Matrix<T>>& grad_output) const {
     check_backward_input("emb::Embedding::backward_dense", indices, grad_output);
-    Matrix<T> grad = Matrix<T>::Zero(num_embeddings(), embedding_dim());
-    detail::scatter_add_dense(indices, grad_output.data(), grad_output.outerStride(),
-                              embedding_dim(), padding_idx(), scale_grad_by_freq(), grad.data(),
-                              num_embeddings());
+    Matrix<T> grad(num_embeddings(), embedding_dim());  // not zeroed: the kernel's first pass does
+    dense_gradient(indices, grad_output, grad.data(), grad.outerStride());
     return grad;
   }
+
+  // The same gradient written into a caller-owned (num_embeddings, embedding_dim) buffer, which
+  // is overwritten whole: no allocation, and no page faults on a buffer reused across steps.
+  void backward_dense(IndexSpan indices, const Eigen::Ref<const Matrix<T>>& grad_output,
+                      Eigen::Ref<Matrix<T>> grad) const {
+    static constexpr const char* where = "emb::Embedding::backward_dense";
+    detail::check_shape(where, "grad", num_embeddings(), embedding_dim(), grad.rows(),
+                        grad.cols());
+    check_backward_input(where, indices, grad_output);
+    dense_gradient(indices, grad_output, grad.data(), grad.outerStride());
+  }
+
+  // Moves the table into memory backed by 2 MiB pages (Linux transparent huge pages, enabled
+  // as "always" or "madvise"), so that random rows of a table of hundreds of MiB stop missing
+  // the TLB on every lookup. The weights are copied once into a fresh buffer advised before it
+  // is written (the kernel may compact memory to find the pages, so this call can take a while
+  // on a fragmented machine). Returns whether the kernel took the advice: false on other
+  // systems, with THP disabled, or for tables under 4 MiB, which are left as they are.
+  // set_weight() replaces the buffer; call this again after it.
+  bool use_huge_pages() {
+    const auto bytes = static_cast<std::size_t>(weight_.size()) * sizeof(T);
+    if (bytes < detail::huge_page_min_bytes || !detail::huge_pages_available()) return false;
+    Matrix<T> fresh(weight_.rows(), weight_.cols());  // Eigen leaves it unwritten
+    if (!detail::advise_huge_pages(fresh.data(), bytes)) return false;
+    std::memcpy(fresh.data(), weight_.data(), bytes);
+    weight_.swap(fresh);
+    huge_pages_.on = true;
+    return true;
+  }
+
+  // Whether use_huge_pages() succeeded on the current buffer.
+  bool uses_huge_pages() const { return huge_pages_.on; }
 
  private:
   Embedding(const EmbeddingOptions& options, Matrix<T>&& weight, bool frozen)
@@ -145,15 +200,25 @@ class Embedding {
   }
 
   void lookup(IndexSpan indices, T* out, Index out_stride) {
-    static constexpr const char* where = "emb::Embedding::forward";
+    // Validate everything before the max_norm rewrite and the copy (strong guarantee).
+    detail::check_gather_indices("emb::Embedding::forward", indices, num_embeddings());
     if (const auto max_norm = options_.max_norm()) {
-      // Validate everything before the in-place rewrite (strong guarantee).
-      detail::check_indices(where, indices, num_embeddings());
-      detail::renorm_rows(weight_.data(), embedding_dim(), indices, *max_norm, norm_type(),
-                          renorm_scratch_);
+      detail::renorm_distinct(weight_.data(), num_embeddings(), embedding_dim(), indices,
+                              *max_norm, norm_type(), renorm_scratch_);
     }
-    detail::gather_rows(where, weight_.data(), num_embeddings(), embedding_dim(), indices, out,
-                        out_stride);
+    detail::gather_rows_unchecked(
+        weight_.data(), embedding_dim(), indices, out, out_stride,
+        detail::plan_gather(num_embeddings(), embedding_dim(), indices.size(), sizeof(T)));
+  }
+
+  void dense_gradient(IndexSpan indices, const Eigen::Ref<const Matrix<T>>& grad_output, T* grad,
+                      Index grad_stride) const {
+    const auto bytes = static_cast<std::size_t>(num_embeddings()) *
+                       static_cast<std::size_t>(embedding_dim()) * sizeof(T);
+    detail::zero_and_scatter_dense(
+        indices, grad_output.data(), grad_output.outerStride(), embedding_dim(), padding_idx(),
+        scale_grad_by_freq(), grad, grad_stride, num_embeddings(),
+        detail::threads_for(static_cast<std::size_t>(num_embeddings()), bytes));
   }
 
   void check_backward_input(const char* where, IndexSpan indices,
@@ -166,7 +231,8 @@ class Embedding {
   EmbeddingOptions options_;
   Matrix<T> weight_;
   bool frozen_ = false;
-  std::vector<Index> renorm_scratch_;  // reused by max_norm forwards: no allocation per call
+  detail::RenormScratch renorm_scratch_;  // reused by max_norm forwards: no allocation per call
+  detail::BufferFlag huge_pages_;  // a copy of the table gets an ordinary buffer
 };
 
 }  // namespace emb
