@@ -5,6 +5,8 @@
 #include "options.hpp"
 #include "sparse_grad.hpp"
 #include "embedding.hpp"
+#include "embedding_bag.hpp"
+#include "optim.hpp"
 #include "linear.hpp"
 #include "one_hot.hpp"
 #include "similarity.hpp"

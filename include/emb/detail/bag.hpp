@@ -1,0 +1,245 @@
+// emb/detail/bag.hpp — the kernels behind EmbeddingBag: offset checks, fused pooling, and the
+// bag-aware gradient accumulation. Row copies and row updates go through the shared
+// copy_row / axpy_row; duplicates are grouped by the shared group_by_row.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <optional>
+#include <stdexcept>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "../index_span.hpp"
+#include "error.hpp"
+#include "gather.hpp"
+#include "scatter.hpp"
+
+namespace emb::detail {
+
+// Validates bag offsets against n indices and returns the number of bags. Unlike PyTorch's CPU
+// code (which checks only the first and last offset), every offset is checked, so a decreasing
+// offset cannot produce a negative-length bag.
+inline std::size_t check_offsets(const char* where, IndexSpan offsets, std::size_t n,
+                                 bool include_last_offset) {
+  const auto size = static_cast<Index>(n);
+  const std::size_t count = offsets.size();
+  if (count == 0) {
+    if (include_last_offset) {
+      throw std::invalid_argument(concat(
+          where, ": offsets is empty; with include_last_offset it must hold at least the end ",
+          "offset ", size));
+    }
+    if (n != 0) {
+      throw std::invalid_argument(concat(where, ": offsets is empty but there are ", n,
+                                         " indices; the first bag must start at offset 0"));
+    }
+    return 0;
+  }
+  if (offsets[0] != 0) {
+    throw std::invalid_argument(concat(where, ": offset ", offsets[0],
+                                       " at position 0 is invalid; the first offset must be 0"));
+  }
+  for (std::size_t b = 1; b < count; ++b) {
+    if (offsets[b] < offsets[b - 1]) {
+      throw std::invalid_argument(concat(where, ": offset ", offsets[b], " at position ", b,
+                                         " is less than the offset before it (", offsets[b - 1],
+                                         "); offsets must be non-decreasing"));
+    }
+    if (offsets[b] > size) {
+      throw std::invalid_argument(concat(where, ": offset ", offsets[b], " at position ", b,
+                                         " is past the end of the ", n, " indices"));
+    }
+  }
+  if (include_last_offset && offsets[count - 1] != size) {
+    throw std::invalid_argument(concat(where, ": offset ", offsets[count - 1], " at position ",
+                                       count - 1, " is invalid; with include_last_offset the ",
+                                       "last offset must equal the number of indices, ", n));
+  }
+  return include_last_offset ? count - 1 : count;
+}
+
+// [begin, end) of bag b: the next offset, or n for the last bag without include_last_offset.
+inline std::size_t bag_begin(IndexSpan offsets, std::size_t b) noexcept {
+  return static_cast<std::size_t>(offsets[b]);
+}
+inline std::size_t bag_end(IndexSpan offsets, std::size_t b, std::size_t n) noexcept {
+  return b + 1 < offsets.size() ? static_cast<std::size_t>(offsets[b + 1]) : n;
+}
+
+// How many positions ahead the pooling loops prefetch: the lookup's policy (gather.hpp), so a
+// table far larger than the caches has its rows requested before they are summed.
+template <class T>
+std::size_t bag_prefetch_distance(Index rows, Index dim) noexcept {
+  const auto row_bytes = static_cast<std::size_t>(dim) * sizeof(T);
+  return static_cast<std::size_t>(rows) * row_bytes >= prefetch_min_table_bytes
+             ? prefetch_distance(row_bytes)
+             : 0;
+}
+
+// Offsets 0, len, 2*len, ... of `bags` fixed-length bags.
+inline std::vector<Index> fixed_offsets(std::size_t bags, Index len) {
+  std::vector<Index> offsets(bags);
+  for (std::size_t b = 0; b < bags; ++b) offsets[b] = static_cast<Index>(b) * len;
+  return offsets;
+}
+
+// The bag of every position (the inverse of the offsets), and the number of non-padding
+// entries of every bag (the divisor of Mean).
+inline void bag_layout(IndexSpan indices, IndexSpan offsets, std::size_t bags,
+                       std::optional<Index> padding, std::vector<std::size_t>& bag_of,
+                       std::vector<Index>& bag_size) {
+  const std::size_t n = indices.size();
+  const Index pad = padding.value_or(-1);
+  bag_of.assign(n, 0);
+  bag_size.assign(bags, 0);
+  for (std::size_t b = 0; b < bags; ++b) {
+    const std::size_t end = bag_end(offsets, b, n);
+    for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
+      bag_of[i] = b;
+      if (indices[i] != pad) ++bag_size[b];
+    }
+  }
+}
+
+// Sum (or Mean) pooling straight from the table into out: row b = sum over the bag's
+// non-padding entries of psw_i * W[idx_i], divided by their count for Mean. No (n, dim)
+// intermediate. Indices and offsets must already be valid; psw is null or has n values.
+template <class T>
+void bag_sum(const T* table, Index rows, Index dim, IndexSpan indices, IndexSpan offsets,
+             std::size_t bags, std::optional<Index> padding, const T* psw, bool mean, T* out,
+             Index out_stride) {
+  using Row = Eigen::Matrix<T, 1, Eigen::Dynamic>;
+  const std::size_t n = indices.size();
+  const std::size_t ahead = bag_prefetch_distance<T>(rows, dim);
+  const auto row_bytes = static_cast<std::size_t>(dim) * sizeof(T);
+  const Index pad = padding.value_or(-1);
+  const Index* idx = indices.data();
+  for (std::size_t b = 0; b < bags; ++b) {
+    T* dst = out + static_cast<Index>(b) * out_stride;
+    Eigen::Map<Row>(dst, dim).setZero();
+    Index count = 0;
+    const std::size_t end = bag_end(offsets, b, n);
+    for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
+      // Positions run in order across bags (offsets are non-decreasing).
+      if (ahead != 0 && i + ahead < n) prefetch_row(table + idx[i + ahead] * dim, row_bytes);
+      if (idx[i] == pad) continue;
+      ++count;
+      axpy_row(dst, table + idx[i] * dim, psw != nullptr ? psw[i] : T(1), dim);
+    }
+    if (mean && count > 0) Eigen::Map<Row>(dst, dim) /= static_cast<T>(count);
+  }
+}
+
+// Element-wise max pooling. An empty (or all-padding) bag gives a zero row. The strict
+// comparison keeps the first occurrence on ties, as PyTorch's CPU loop does. When `winners` is
+// given, it receives (bags x dim) the table row each output element came from, or -1 for an
+// empty bag; the forward pass does without, so that its loop is a vectorised max.
+template <class T>
+void bag_max(const T* table, Index rows, Index dim, IndexSpan indices, IndexSpan offsets,
+             std::size_t bags, std::optional<Index> padding, T* out, Index out_stride,
+             std::vector<Index>* winners) {
+  using Row = Eigen::Matrix<T, 1, Eigen::Dynamic>;
+  const std::size_t n = indices.size();
+  const std::size_t ahead = bag_prefetch_distance<T>(rows, dim);
+  const auto row_bytes = static_cast<std::size_t>(dim) * sizeof(T);
+  const Index pad = padding.value_or(-1);
+  const Index* idx = indices.data();
+  if (winners != nullptr) winners->assign(bags * static_cast<std::size_t>(dim), -1);
+  for (std::size_t b = 0; b < bags; ++b) {
+    T* dst = out + static_cast<Index>(b) * out_stride;
+    Index* win = winners != nullptr ? winners->data() + b * static_cast<std::size_t>(dim) : nullptr;
+    bool first = true;
+    const std::size_t end = bag_end(offsets, b, n);
+    for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
+      if (ahead != 0 && i + ahead < n) prefetch_row(table + idx[i + ahead] * dim, row_bytes);
+      const Index k = idx[i];
+      if (k == pad) continue;
+      const T* src = table + k * dim;
+      if (first) {
+        copy_row(dst, src, dim);
+        if (win != nullptr) std::fill(win, win + dim, k);
+        first = false;
+      } else if (win == nullptr) {
+        // Eigen's max is std::max(dst, src) = (dst < src ? src : dst), packet by packet: the
+        // same element as the strict comparison below, ties keeping dst.
+        Eigen::Map<Row>(dst, dim) =
+            Eigen::Map<Row>(dst, dim).cwiseMax(Eigen::Map<const Row>(src, dim));
+      } else {
+        for (Index j = 0; j < dim; ++j) {
+          if (src[j] > dst[j]) {
+            dst[j] = src[j];
+            win[j] = k;
+          }
+        }
+      }
+    }
+    if (first) Eigen::Map<Row>(dst, dim).setZero();
+  }
+}
+
+// Sum / Mean gradient, row-sparse: values row r (already zero) = sum over the positions p of
+// segments.rows[r] of scale_p * grad_output[bag(p)], scale_p = psw_p / count(k) / bag_size.
+// count(k) is the number of occurrences of k in the whole call; the scale is formed in double
+// and rounded once, as PyTorch's dense bag backward does.
+template <class T>
+void bag_sum_backward(const RowSegments& segments, const std::vector<std::size_t>& bag_of,
+                      const std::vector<Index>& bag_size, const T* psw, bool mean,
+                      bool scale_grad_by_freq, const T* g, Index g_stride, Index dim, T* values) {
+  for (std::size_t r = 0; r < segments.rows.size(); ++r) {
+    T* dst = values + static_cast<Index>(r) * dim;
+    const auto count = static_cast<double>(segments.count(r));
+    for (std::size_t j = segments.starts[r]; j < segments.starts[r + 1]; ++j) {
+      const std::size_t p = segments.positions[j];
+      const std::size_t b = bag_of[p];
+      double scale = psw != nullptr ? static_cast<double>(psw[p]) : 1.0;
+      if (scale_grad_by_freq) scale /= count;
+      if (mean) scale /= static_cast<double>(bag_size[b]);  // >= 1: p itself is in the bag
+      axpy_row(dst, g + static_cast<Index>(b) * g_stride, static_cast<T>(scale), dim);
+    }
+  }
+}
+
+// Max gradient, row-sparse: every output element's gradient goes to the row that won it.
+// rows receives the distinct winning rows, ascending; values (rows.size() x dim) the sums,
+// accumulated in bag order.
+template <class T>
+void bag_max_backward(const std::vector<Index>& winners, std::size_t bags, const T* g,
+                      Index g_stride, Index dim, std::vector<Index>& rows, Matrix<T>& values) {
+  rows.clear();
+  for (Index k : winners) {
+    if (k >= 0) rows.push_back(k);
+  }
+  std::sort(rows.begin(), rows.end());
+  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  values = Matrix<T>::Zero(static_cast<Index>(rows.size()), dim);
+  for (std::size_t b = 0; b < bags; ++b) {
+    const Index* win = winners.data() + b * static_cast<std::size_t>(dim);
+    const T* src = g + static_cast<Index>(b) * g_stride;
+    for (Index j = 0; j < dim; ++j) {
+      if (win[j] < 0) continue;
+      const auto slot = std::lower_bound(rows.begin(), rows.end(), win[j]) - rows.begin();
+      values(static_cast<Index>(slot), j) += src[j];
+    }
+  }
+}
+
+// d out / d psw_i = <W[idx_i], grad_output[bag(i)]> (Sum mode); 0 for padding entries.
+template <class T>
+void bag_psw_backward(const T* table, Index dim, IndexSpan indices,
+                      const std::vector<std::size_t>& bag_of, std::optional<Index> padding,
+                      const T* g, Index g_stride, T* out) {
+  using Row = Eigen::Matrix<T, 1, Eigen::Dynamic>;
+  const Index pad = padding.value_or(-1);
+  for (std::size_t i = 0; i < indices.size(); ++i) {
+    const Index k = indices[i];
+    out[i] =
+        k == pad
+            ? T(0)
+            : Eigen::Map<const Row>(table + k * dim, dim)
+                  .dot(Eigen::Map<const Row>(g + static_cast<Index>(bag_of[i]) * g_stride, dim));
+  }
+}
+
+}  // namespace emb::detail
