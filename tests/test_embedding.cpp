@@ -7,6 +7,8 @@
 
 #include <doctest/doctest.h>
 
+#include "test_util.hpp"
+
 #include <array>
 #include <cmath>
 #include <limits>
@@ -21,43 +23,10 @@ using emb::FromPretrainedOptions;
 using emb::Index;
 using emb::Matrix;
 
-namespace {
-
-template <class T>
-Matrix<T> mat(Index rows, Index cols, std::initializer_list<T> values) {
-  Matrix<T> m(rows, cols);
-  REQUIRE(static_cast<Index>(values.size()) == rows * cols);
-  Index i = 0;
-  for (T v : values) m(i / cols, i % cols) = v, ++i;
-  return m;
-}
-
-// Runs `call`, requires it to throw E, and returns the message.
-template <class E, class F>
-std::string message_of(F&& call) {
-  try {
-    call();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL("threw a different exception: " << e.what());
-    return {};
-  }
-  FAIL("did not throw");
-  return {};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-template <class T>
-bool bit_identical(const Matrix<T>& a, const Matrix<T>& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::equal(a.data(), a.data() + a.size(), b.data());
-}
-
-}  // namespace
+using emb_test::mat;
+using emb_test::message_of;
+using emb_test::contains;
+using emb_test::bit_identical;
 
 TEST_CASE("EmbeddingOptions: chainable setters and same-name getters with PyTorch's defaults") {
   EmbeddingOptions defaults(10, 3);

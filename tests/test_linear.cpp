@@ -6,6 +6,8 @@
 
 #include <doctest/doctest.h>
 
+#include "test_util.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
@@ -18,48 +20,13 @@ using emb::LinearGrad;
 using emb::Matrix;
 using emb::Vector;
 
+using emb_test::mat;
+using emb_test::vec;
+using emb_test::message_of;
+using emb_test::contains;
+using emb_test::bit_identical;
+
 namespace {
-
-template <class T>
-Matrix<T> mat(Index rows, Index cols, std::initializer_list<T> values) {
-  Matrix<T> m(rows, cols);
-  REQUIRE(static_cast<Index>(values.size()) == rows * cols);
-  Index i = 0;
-  for (T v : values) m(i / cols, i % cols) = v, ++i;
-  return m;
-}
-
-template <class T>
-Vector<T> vec(std::initializer_list<T> values) {
-  Vector<T> v(static_cast<Index>(values.size()));
-  Index i = 0;
-  for (T x : values) v(i++) = x;
-  return v;
-}
-
-template <class E, class F>
-std::string message_of(F&& call) {
-  try {
-    call();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL("threw a different exception: " << e.what());
-    return {};
-  }
-  FAIL("did not throw");
-  return {};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-template <class A, class B>
-bool bit_identical(const A& a, const B& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::equal(a.data(), a.data() + a.size(), b.data());
-}
 
 // A deterministic test matrix with entries in [-1, 1) that are not round numbers.
 Matrix<double> wobbly(Index rows, Index cols, double phase) {

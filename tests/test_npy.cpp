@@ -5,6 +5,8 @@
 // against the bit patterns' values worked out by hand from IEEE 754.
 #include <doctest/doctest.h>
 
+#include "test_util.hpp"
+
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -24,41 +26,14 @@ using emb::Index;
 using emb::Matrix;
 namespace fs = std::filesystem;
 
+using emb_test::message_of;
+using emb_test::contains;
+using emb_test::TempDir;
+using emb_test::read_bytes;
+
 namespace {
 
 const std::string data_dir = EMB_TEST_DATA_DIR;
-
-// A fresh directory under the system's temp dir, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    std::random_device rd;
-    const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-    path_ = fs::temp_directory_path() /
-            ("emb-test-npy-" + std::to_string(stamp) + "-" + std::to_string(rd()));
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::string write(const std::string& name, const std::string& bytes) const {
-    const std::string p = file(name);
-    std::ofstream(p, std::ios::binary) << bytes;
-    return p;
-  }
-
- private:
-  fs::path path_;
-};
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 // The table make_data.py saves in every layout.
 Matrix<double> reference_table() {
@@ -86,24 +61,6 @@ std::string float_bytes(std::initializer_list<float> values) {
   std::string out;
   for (float v : values) out.append(reinterpret_cast<const char*>(&v), sizeof v);
   return out;
-}
-
-template <class E, class F>
-std::string message_of(F&& call) {
-  try {
-    call();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL("threw a different exception: " << e.what());
-    return {};
-  }
-  FAIL("did not throw");
-  return {};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 }  // namespace

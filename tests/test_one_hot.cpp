@@ -8,6 +8,8 @@
 
 #include <doctest/doctest.h>
 
+#include "test_util.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -22,31 +24,11 @@ using emb::Index;
 using emb::Linear;
 using emb::Matrix;
 
+using emb_test::message_of;
+using emb_test::contains;
+using emb_test::bit_identical;
+
 namespace {
-
-template <class E, class F>
-std::string message_of(F&& call) {
-  try {
-    call();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL("threw a different exception: " << e.what());
-    return {};
-  }
-  FAIL("did not throw");
-  return {};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-template <class A, class B>
-bool bit_identical(const A& a, const B& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::equal(a.data(), a.data() + a.size(), b.data());
-}
 
 // n indices in [0, n_classes), from a small LCG so that the cases are fixed and varied.
 std::vector<Index> random_indices(std::size_t n, Index n_classes, std::uint64_t seed) {

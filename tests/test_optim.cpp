@@ -9,6 +9,8 @@
 
 #include <doctest/doctest.h>
 
+#include "test_util.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -24,31 +26,11 @@ using emb::Matrix;
 using emb::SparseGrad;
 namespace optim = emb::optim;
 
+using emb_test::message_of;
+using emb_test::contains;
+using emb_test::bit_identical;
+
 namespace {
-
-template <class E, class F>
-std::string message_of(F&& call) {
-  try {
-    call();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL("threw a different exception: " << e.what());
-    return {};
-  }
-  FAIL("did not throw");
-  return {};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-template <class T>
-bool bit_identical(const Matrix<T>& a, const Matrix<T>& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() &&
-         std::equal(a.data(), a.data() + a.size(), b.data());
-}
 
 // A one-column gradient: rows and their values.
 template <class T>

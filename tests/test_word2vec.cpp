@@ -7,6 +7,8 @@
 // written by the tests; their expected line numbers and byte offsets are counted by hand.
 #include <doctest/doctest.h>
 
+#include "test_util.hpp"
+
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -26,40 +28,14 @@ using emb::Matrix;
 using emb::Vocabulary;
 namespace fs = std::filesystem;
 
+using emb_test::message_of;
+using emb_test::contains;
+using emb_test::TempDir;
+using emb_test::read_bytes;
+
 namespace {
 
 const std::string data_dir = EMB_TEST_DATA_DIR;
-
-class TempDir {
- public:
-  TempDir() {
-    std::random_device rd;
-    const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-    path_ = fs::temp_directory_path() /
-            ("emb-test-word2vec-" + std::to_string(stamp) + "-" + std::to_string(rd()));
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::string write(const std::string& name, const std::string& bytes) const {
-    const std::string p = file(name);
-    std::ofstream(p, std::ios::binary) << bytes;
-    return p;
-  }
-
- private:
-  fs::path path_;
-};
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 Matrix<double> reference_table() {
   Matrix<double> m(3, 4);
@@ -71,24 +47,6 @@ std::string floats(std::initializer_list<float> values) {
   std::string out;
   for (float v : values) out.append(reinterpret_cast<const char*>(&v), sizeof v);
   return out;
-}
-
-template <class E, class F>
-std::string message_of(F&& call) {
-  try {
-    call();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL("threw a different exception: " << e.what());
-    return {};
-  }
-  FAIL("did not throw");
-  return {};
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 std::vector<std::string> tokens_of(const Vocabulary& v) {

@@ -1,0 +1,102 @@
+// Helpers shared by emb's test programs: small matrices written out by hand, exception
+// messages, bit-exact comparison and scratch directories.
+#pragma once
+
+#include <emb/index_span.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <iterator>
+#include <random>
+#include <string>
+#include <system_error>
+
+namespace emb_test {
+
+// A (rows, cols) matrix from values listed row by row.
+template <class T>
+emb::Matrix<T> mat(emb::Index rows, emb::Index cols, std::initializer_list<T> values) {
+  REQUIRE(static_cast<emb::Index>(values.size()) == rows * cols);
+  emb::Matrix<T> m(rows, cols);
+  std::copy(values.begin(), values.end(), m.data());
+  return m;
+}
+
+template <class T>
+emb::Vector<T> vec(std::initializer_list<T> values) {
+  emb::Vector<T> v(static_cast<emb::Index>(values.size()));
+  std::copy(values.begin(), values.end(), v.data());
+  return v;
+}
+
+// Runs `call`, requires it to throw E, and returns the message.
+template <class E, class F>
+std::string message_of(F&& call) {
+  try {
+    call();
+  } catch (const E& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    FAIL("threw a different exception: " << e.what());
+    return {};
+  }
+  FAIL("did not throw");
+  return {};
+}
+
+inline bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// Same shape and exactly equal coefficients, no tolerance (any two dense Eigen objects, whatever
+// their storage orders).
+template <class A, class B>
+bool bit_identical(const A& a, const B& b) {
+  if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
+  for (emb::Index i = 0; i < a.rows(); ++i) {
+    for (emb::Index j = 0; j < a.cols(); ++j) {
+      if (!(a(i, j) == b(i, j))) return false;
+    }
+  }
+  return true;
+}
+
+// A fresh directory under the system's temp dir, removed with everything in it at scope exit.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "emb-test") {
+    std::random_device rd;
+    const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+    path_ = std::filesystem::temp_directory_path() /
+            (prefix + "-" + std::to_string(stamp) + "-" + std::to_string(rd()));
+    std::filesystem::create_directories(path_);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  std::string write(const std::string& name, const std::string& bytes) const {
+    const std::string p = file(name);
+    std::ofstream(p, std::ios::binary) << bytes;
+    return p;
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+}  // namespace emb_test
