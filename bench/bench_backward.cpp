@@ -61,17 +61,6 @@ Fixture& fixture_for(Index rows) {
   return g_fixture;
 }
 
-struct Batches {
-  const std::vector<Index>& pool;
-  std::size_t next = 0;
-  emb::IndexSpan operator()() {
-    if (next + kPositions > pool.size()) next = 0;
-    emb::IndexSpan span(pool.data() + next, kPositions);
-    next += kPositions;
-    return span;
-  }
-};
-
 void set_counters(benchmark::State& state) {
   const auto items =
       static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(kPositions);
@@ -116,7 +105,7 @@ void register_all() {
     const std::string g = group(rows);
     add(g + "/sparse", [rows](benchmark::State& state) {
       Fixture& f = fixture_for(rows);
-      Batches batches{f.pool};
+      bench::Batches batches{f.pool, kPositions};
       for (auto _ : state) {
         emb::SparseGrad<T> grad = f.table->backward(batches(), f.grad_output);
         benchmark::DoNotOptimize(grad.values.data());
@@ -125,7 +114,7 @@ void register_all() {
     });
     add(g + "/dense", [rows](benchmark::State& state) {
       Fixture& f = fixture_for(rows);
-      Batches batches{f.pool};
+      bench::Batches batches{f.pool, kPositions};
       for (auto _ : state) {
         Matrix<T> grad = f.table->backward_dense(batches(), f.grad_output);
         benchmark::DoNotOptimize(grad.data());
@@ -134,7 +123,7 @@ void register_all() {
     });
     add(g + "/dense_into", [rows](benchmark::State& state) {
       Fixture& f = fixture_for(rows);
-      Batches batches{f.pool};
+      bench::Batches batches{f.pool, kPositions};
       Matrix<T> grad = Matrix<T>::Zero(rows, kDim);  // reused: its pages are touched once, here
       for (auto _ : state) {
         f.table->backward_dense(batches(), f.grad_output, grad);
@@ -144,7 +133,7 @@ void register_all() {
     });
     add(g + "/pytorch_method", [rows](benchmark::State& state) {
       Fixture& f = fixture_for(rows);
-      Batches batches{f.pool};
+      bench::Batches batches{f.pool, kPositions};
       for (auto _ : state) {
         auto grad = pytorch_method(batches(), f.grad_output.data(), rows, kDim);
         benchmark::DoNotOptimize(grad.get());
@@ -204,10 +193,5 @@ int main(int argc, char** argv) {
   const bench::Options options = bench::take_options(argc, argv);
   g_min_time = options.full ? 0.3 : 0.1;
   register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  bench::SummaryReporter reporter(&summarise);
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
+  return bench::run(argc, argv, &summarise);
 }

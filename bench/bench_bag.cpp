@@ -183,10 +183,5 @@ int main(int argc, char** argv) {
   const bench::Options options = bench::take_options(argc, argv);
   if (options.full) g_rows.push_back(1'000'000);
   register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  bench::SummaryReporter reporter(&summarise);
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
+  return bench::run(argc, argv, &summarise);
 }

@@ -129,19 +129,6 @@ const std::vector<Index>& pool_for(Index rows, Dist dist, std::size_t size) {
   return it->second;
 }
 
-// Rotates over the pool's batches, one batch of `n` per iteration.
-struct Batches {
-  const std::vector<Index>& pool;
-  std::size_t n;
-  std::size_t next = 0;
-  emb::IndexSpan operator()() {
-    if (next + n > pool.size()) next = 0;
-    emb::IndexSpan span(pool.data() + next, n);
-    next += n;
-    return span;
-  }
-};
-
 Matrix<T>& out_buffer(std::size_t n, Index dim) {
   static Matrix<T> out;
   if (out.rows() != static_cast<Index>(n) || out.cols() != dim) {
@@ -206,7 +193,7 @@ void register_forward(Dist dist, Index rows, Index dim, bool full) {
   });
   add(g + "/per_row_memcpy", [=](benchmark::State& state) {
     emb::Embedding<T>& table = table_for(rows, dim);
-    Batches batches{pool_for(rows, dist, pool_size(rows, dim)), n};
+    bench::Batches batches{pool_for(rows, dist, pool_size(rows, dim)), n};
     Matrix<T>& out = out_buffer(n, dim);
     for (auto _ : state) {
       per_row_memcpy_gather(table.weight().data(), rows, dim, batches(), out.data());
@@ -216,7 +203,7 @@ void register_forward(Dist dist, Index rows, Index dim, bool full) {
   });
   add(g + "/emb", [=](benchmark::State& state) {
     emb::Embedding<T>& table = table_for(rows, dim);
-    Batches batches{pool_for(rows, dist, pool_size(rows, dim)), n};
+    bench::Batches batches{pool_for(rows, dist, pool_size(rows, dim)), n};
     Matrix<T>& out = out_buffer(n, dim);
     for (auto _ : state) {
       table.forward(batches(), out);
@@ -228,7 +215,7 @@ void register_forward(Dist dist, Index rows, Index dim, bool full) {
     // The same checked gather with prefetch switched off: what the prefetch alone adds.
     add(g + "/emb_no_prefetch", [=](benchmark::State& state) {
       emb::Embedding<T>& table = table_for(rows, dim);
-      Batches batches{pool_for(rows, dist, pool_size(rows, dim)), n};
+      bench::Batches batches{pool_for(rows, dist, pool_size(rows, dim)), n};
       Matrix<T>& out = out_buffer(n, dim);
       for (auto _ : state) {
         emb::detail::gather_rows("bench", table.weight().data(), rows, dim, batches(), out.data(),
@@ -243,7 +230,7 @@ void register_forward(Dist dist, Index rows, Index dim, bool full) {
     // distinct row and rescales few, the steady state of training with max_norm.
     add(g + "/emb_max_norm", [=](benchmark::State& state) {
       emb::Embedding<T>& table = table_for(rows, dim);
-      Batches batches{pool_for(rows, dist, pool_size(rows, dim)), n};
+      bench::Batches batches{pool_for(rows, dist, pool_size(rows, dim)), n};
       Matrix<T>& out = out_buffer(n, dim);
       auto renorm = emb::Embedding<T>::from_pretrained(
           table.weight(), emb::FromPretrainedOptions().max_norm(1.0));
@@ -261,7 +248,7 @@ void register_forward(Dist dist, Index rows, Index dim, bool full) {
     for (int threads : {1, 2}) {
       bench::best_of(add(g + "/emb_threads:" + std::to_string(threads), [=](benchmark::State& state) {
         emb::Embedding<T>& table = table_for(rows, dim);
-        Batches batches{pool_for(rows, dist, pool_size(rows, dim)), kThreadLookups};
+        bench::Batches batches{pool_for(rows, dist, pool_size(rows, dim)), kThreadLookups};
         Matrix<T>& out = out_buffer(kThreadLookups, dim);
         emb::set_num_threads(threads);
         for (auto _ : state) {
@@ -281,7 +268,7 @@ void register_huge_pages(Dist dist, Index rows, Index dim) {
   const std::size_t n = kLookups;
   add(g + "/emb_huge_pages", [=](benchmark::State& state) {
     emb::Embedding<T>& table = huge_table_for(rows, dim, g);
-    Batches batches{pool_for(rows, dist, pool_size(rows, dim)), n};
+    bench::Batches batches{pool_for(rows, dist, pool_size(rows, dim)), n};
     Matrix<T>& out = out_buffer(n, dim);
     for (auto _ : state) {
       table.forward(batches(), out);
@@ -536,10 +523,5 @@ int main(int argc, char** argv) {
   g_min_time = options.full ? 0.3 : 0.1;
   Eigen::setNbThreads(1);  // the products run on one thread, like the lookup they are compared to
   register_all(options.full);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  bench::SummaryReporter reporter(&summarise);
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
+  return bench::run(argc, argv, &summarise);
 }

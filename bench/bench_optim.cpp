@@ -139,10 +139,5 @@ void summarise(const std::map<std::string, bench::Result>& r) {
 int main(int argc, char** argv) {
   bench::take_options(argc, argv);
   register_all();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  bench::SummaryReporter reporter(&summarise);
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  benchmark::Shutdown();
-  return 0;
+  return bench::run(argc, argv, &summarise);
 }

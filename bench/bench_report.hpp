@@ -5,6 +5,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include <emb/index_span.hpp>
+
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -94,6 +96,31 @@ class SummaryReporter : public benchmark::ConsoleReporter {
  private:
   Summary summary_;
   std::map<std::string, Result> results_;
+};
+
+// Runs the registered cases with the summary reporter: the main() of every benchmark program
+// once its own flags are taken and its cases registered.
+inline int run(int argc, char** argv, SummaryReporter::Summary summary) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  SummaryReporter reporter(summary);
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}
+
+// Rotates over a pool of indices, one batch of `n` per call, so that consecutive iterations
+// look up different rows (a large pool keeps a DRAM-sized table from being read from cache).
+struct Batches {
+  const std::vector<emb::Index>& pool;
+  std::size_t n;
+  std::size_t next = 0;
+  emb::IndexSpan operator()() {
+    if (next + n > pool.size()) next = 0;
+    emb::IndexSpan span(pool.data() + next, n);
+    next += n;
+    return span;
+  }
 };
 
 // Repeats a case `n` times and adds a "min" statistic, which the summary uses.
