@@ -32,7 +32,8 @@ using Vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 class IndexSpan {
  public:
   constexpr IndexSpan() noexcept = default;
-  constexpr IndexSpan(const Index* data, std::size_t size) noexcept : data_(data), size_(size) {}
+  constexpr explicit IndexSpan(const Index* data, std::size_t size) noexcept
+      : data_(data), size_(size) {}
 
   IndexSpan(const std::vector<Index>& v) noexcept : data_(v.data()), size_(v.size()) {}  // NOLINT
 // Viewing a braced list is the point here (it outlives the call it is passed to), so GCC's
@@ -61,6 +62,16 @@ class IndexSpan {
             class = std::enable_if_t<std::is_same_v<typename PlainType::Scalar, Index>>>
   IndexSpan(const Eigen::Map<PlainType, MapOptions, Eigen::Stride<0, 0>>& m) noexcept  // NOLINT
       : data_(m.data()), size_(static_cast<std::size_t>(m.size())) {}
+
+  // A vector view whose inner stride is 1 at compile time is contiguous at any runtime size:
+  // Eigen::Ref<const emb::Vector<Index>>, v.head(n) / v.segment(i, n), a row of a row-major
+  // (batch, seq) matrix. Strided views (a column of a row-major matrix) do not convert.
+  template <class Derived,
+            class = std::enable_if_t<std::is_same_v<typename Derived::Scalar, Index> &&
+                                     Derived::IsVectorAtCompileTime &&
+                                     Derived::InnerStrideAtCompileTime == 1>>
+  IndexSpan(const Eigen::MapBase<Derived, Eigen::ReadOnlyAccessors>& v) noexcept  // NOLINT
+      : data_(v.data()), size_(static_cast<std::size_t>(v.size())) {}
 
   constexpr const Index* data() const noexcept { return data_; }
   constexpr std::size_t size() const noexcept { return size_; }
