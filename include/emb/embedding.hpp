@@ -18,6 +18,7 @@
 #include "detail/renorm.hpp"
 #include "detail/rng.hpp"
 #include "detail/scatter.hpp"
+#include "detail/table_id.hpp"
 #include "index_span.hpp"
 #include "options.hpp"
 #include "sparse_grad.hpp"
@@ -106,6 +107,10 @@ class Embedding {
 
   bool frozen() const { return frozen_; }
   void freeze(bool on = true) { frozen_ = on; }
+
+  // Identifies this table object to optimizers, which keep their state per table: a copy is a
+  // new table, a moved table keeps its id (and so its optimizer state), ids are never reused.
+  std::uint64_t instance_id() const noexcept { return id_.value(); }
 
   // Rows of the table for `indices`: (indices.size(), embedding_dim). Not const: with max_norm
   // the looked-up rows are renormalised in place first.
@@ -231,6 +236,7 @@ class Embedding {
   EmbeddingOptions options_;
   Matrix<T> weight_;
   bool frozen_ = false;
+  detail::TableId id_;
   detail::RenormScratch renorm_scratch_;  // reused by max_norm forwards: no allocation per call
   detail::BufferFlag huge_pages_;  // a copy of the table gets an ordinary buffer
 };

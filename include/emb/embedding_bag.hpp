@@ -17,6 +17,7 @@
 #include "detail/renorm.hpp"
 #include "detail/rng.hpp"
 #include "detail/scatter.hpp"
+#include "detail/table_id.hpp"
 #include "index_span.hpp"
 #include "options.hpp"
 #include "sparse_grad.hpp"
@@ -174,6 +175,9 @@ class EmbeddingBag {
 
   bool frozen() const { return frozen_; }
   void freeze(bool on = true) { frozen_ = on; }
+
+  // Identifies this table object to optimizers, as Embedding::instance_id() does.
+  std::uint64_t instance_id() const noexcept { return id_.value(); }
 
   // ---- indices + offsets -------------------------------------------------------------------
 
@@ -406,6 +410,7 @@ class EmbeddingBag {
   EmbeddingBagOptions options_;
   Matrix<T> weight_;
   bool frozen_ = false;
+  detail::TableId id_;
   detail::RenormScratch renorm_scratch_;  // reused by max_norm forwards: no allocation per call
 };
 

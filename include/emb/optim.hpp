@@ -8,7 +8,9 @@
 // A step touches only the rows of the gradient (SGD with momentum: the rows whose momentum is
 // non-zero, as the dense formula does), so its cost does not depend on the table size. Optimizer
 // state (momentum, sums, moments) belongs to a table the way PyTorch's belongs to a parameter: it
-// is created at the table's first step and found again by the table's address. A frozen table is
+// is created at the table's first step and found again by the table's instance_id(): a copied
+// table starts afresh, a moved one keeps its state, a new table never inherits another's. A
+// frozen table is
 // never changed and gets no state.
 #pragma once
 
@@ -93,13 +95,13 @@ struct TableState {
   std::vector<char> is_active;
 };
 
-// State of every table an optimizer has stepped, keyed by the table's address.
+// State of every table an optimizer has stepped, keyed by the table's instance_id().
 template <class T>
 class StateMap {
  public:
-  // The state of the table at `key`, created with `slots` buffers filled with `init` on first
-  // use. A table of another shape at a remembered address is an error (forget it first).
-  TableState<T>& get(const char* where, const void* key, Index num_embeddings, Index dim,
+  // The state of the table `key`, created with `slots` buffers filled with `init` on first
+  // use. Tables never change shape, so a mismatch means the state is not this table's.
+  TableState<T>& get(const char* where, std::uint64_t key, Index num_embeddings, Index dim,
                      std::size_t slots, T init) {
     auto it = states_.find(key);
     if (it == states_.end()) {
@@ -111,20 +113,20 @@ class StateMap {
     } else if (it->second.num_embeddings != num_embeddings || it->second.dim != dim) {
       throw std::invalid_argument(concat(where, ": this optimizer holds state for a (",
                                          it->second.num_embeddings, ", ", it->second.dim,
-                                         ") table at this address, not (", num_embeddings, ", ",
-                                         dim, "); call forget(table) when a table is replaced"));
+                                         ") table under this table's id, not (", num_embeddings,
+                                         ", ", dim, "); call forget(table) to start afresh"));
     }
     return it->second;
   }
-  const TableState<T>* find(const void* key) const {
+  const TableState<T>* find(std::uint64_t key) const {
     const auto it = states_.find(key);
     return it == states_.end() ? nullptr : &it->second;
   }
-  void forget(const void* key) { states_.erase(key); }
+  void forget(std::uint64_t key) { states_.erase(key); }
   void clear() { states_.clear(); }
 
  private:
-  std::unordered_map<const void*, TableState<T>> states_;
+  std::unordered_map<std::uint64_t, TableState<T>> states_;
 };
 
 // CRTP base giving every optimizer the same step / forget / steps entry points for both table
@@ -139,14 +141,14 @@ class OptimizerBase {
   // Drops the state of `table` (its next step starts afresh, as with a new optimizer).
   template <class Table>
   void forget(const Table& table) {
-    states_.forget(&table);
+    states_.forget(table.instance_id());
   }
   void reset() { states_.clear(); }
 
   // How many steps `table` has taken with this optimizer (0 before its first).
   template <class Table>
   std::int64_t steps(const Table& table) const {
-    const auto* s = states_.find(&table);
+    const auto* s = states_.find(table.instance_id());
     return s == nullptr ? 0 : s->step;
   }
 
@@ -160,7 +162,7 @@ class OptimizerBase {
     check_grad(where, table.num_embeddings(), table.embedding_dim(), grad);
     if (table.frozen()) return;
     auto w = table.mutable_weight();
-    static_cast<Derived&>(*this).apply(where, &table, w, grad);
+    static_cast<Derived&>(*this).apply(where, table.instance_id(), w, grad);
   }
 };
 
@@ -203,8 +205,7 @@ class SGD : public detail::OptimizerBase<SGD<T>, T> {
   // Only the base calls apply(), after validating the gradient.
   friend class detail::OptimizerBase<SGD<T>, T>;
 
-  template <class Key>
-  void apply(const char* where, const Key* key, Eigen::Map<Matrix<T>>& w,
+  void apply(const char* where, std::uint64_t key, Eigen::Map<Matrix<T>>& w,
              const SparseGrad<T>& grad) {
     const Index dim = w.cols();
     const T neg_lr = static_cast<T>(-lr_);
@@ -294,8 +295,7 @@ class Adagrad : public detail::OptimizerBase<Adagrad<T>, T> {
   // Only the base calls apply(), after validating the gradient.
   friend class detail::OptimizerBase<Adagrad<T>, T>;
 
-  template <class Key>
-  void apply(const char* where, const Key* key, Eigen::Map<Matrix<T>>& w,
+  void apply(const char* where, std::uint64_t key, Eigen::Map<Matrix<T>>& w,
              const SparseGrad<T>& grad) {
     auto& state = this->states_.get(where, key, w.rows(), w.cols(), 1, static_cast<T>(initial_));
     ++state.step;
@@ -350,8 +350,7 @@ class SparseAdam : public detail::OptimizerBase<SparseAdam<T>, T> {
   // Only the base calls apply(), after validating the gradient.
   friend class detail::OptimizerBase<SparseAdam<T>, T>;
 
-  template <class Key>
-  void apply(const char* where, const Key* key, Eigen::Map<Matrix<T>>& w,
+  void apply(const char* where, std::uint64_t key, Eigen::Map<Matrix<T>>& w,
              const SparseGrad<T>& grad) {
     auto& state = this->states_.get(where, key, w.rows(), w.cols(), 2, T(0));
     ++state.step;
