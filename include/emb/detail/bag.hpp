@@ -1,12 +1,15 @@
 // emb/detail/bag.hpp — the kernels behind EmbeddingBag: offset checks, fused pooling, and the
 // bag-aware gradient accumulation. Row copies and row updates go through the shared
-// copy_row / axpy_row; duplicates are grouped by the shared group_by_row.
+// copy_row / axpy_row, except the Sum / Mean pooling of common row sizes, which sums each bag in
+// registers (bag_sum_fixed_rows); duplicates are grouped by the shared group_by_row.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <optional>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include <Eigen/Core>
@@ -103,6 +106,144 @@ inline void bag_layout(IndexSpan indices, IndexSpan offsets, std::size_t bags,
   }
 }
 
+#if defined(__GNUC__) || defined(__clang__)
+#define EMB_DETAIL_BAG_FIXED 1
+
+// A vector of Bytes / sizeof(T) values (GCC/clang vector extension).
+template <class T, std::size_t Bytes>
+struct BagVector {
+  typedef T type __attribute__((vector_size(Bytes)));
+};
+
+// The widest vector the build targets everywhere; wider ones would be emulated through memory.
+#ifdef __AVX__
+inline constexpr std::size_t bag_vector_bytes = 32;
+#else
+inline constexpr std::size_t bag_vector_bytes = 16;
+#endif
+
+// Sum (or Mean) pooling of rows of RowBytes bytes, known at compile time: each bag is summed in
+// local vectors that stay in registers and is stored once, instead of a load-add-store of the
+// output row per index. Every element is still the sum, from +0, of its contributions in input
+// order (psw_i * W[idx_i] when weighted; W[idx_i] itself otherwise, which equals 1 * W[idx_i]),
+// so the result is bit for bit that of the generic loop. The product and the sum are separate
+// statements: clang contracts only within one expression, so it fuses neither loop into an FMA,
+// and GCC, in a build that enables FMA itself, fuses both alike. Always inlined so that the AVX2
+// entry below compiles this body with AVX2. VectorBytes: the vector width.
+template <class T, std::size_t RowBytes, bool Weighted, std::size_t VectorBytes>
+__attribute__((always_inline)) inline void bag_sum_fixed_rows(
+    const T* table, const Index* idx, std::size_t n, IndexSpan offsets, std::size_t bags,
+    Index pad, const T* psw, bool mean, T* out, Index out_stride, std::size_t ahead) noexcept {
+  constexpr std::size_t vbytes = RowBytes < VectorBytes ? RowBytes : VectorBytes;
+  constexpr std::size_t parts = RowBytes / vbytes;
+  using V = typename BagVector<T, vbytes>::type;
+  constexpr auto dim = static_cast<Index>(RowBytes / sizeof(T));
+  for (std::size_t b = 0; b < bags; ++b) {
+    V acc[parts] = {};
+    Index count = 0;
+    const std::size_t end = bag_end(offsets, b, n);
+    for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
+      if (ahead != 0 && i + ahead < n) {
+        // prefetch_row's policy, spelled out: GCC finds prefetch_row free of side effects and
+        // drops the call before it would be inlined into this always_inline function.
+        const char* next = reinterpret_cast<const char*>(table + idx[i + ahead] * dim);
+        for (std::size_t c = 0; c < RowBytes; c += cache_line) __builtin_prefetch(next + c, 0, 3);
+      }
+      const Index k = idx[i];
+      if (k == pad) continue;
+      ++count;
+      const char* src = reinterpret_cast<const char*>(table + k * dim);
+      for (std::size_t p = 0; p < parts; ++p) {
+        V v;
+        std::memcpy(&v, src + p * vbytes, vbytes);
+        if constexpr (Weighted) {
+          const V product = psw[i] * v;
+          acc[p] += product;
+        } else {
+          acc[p] += v;
+        }
+      }
+    }
+    if (mean && count > 0) {
+      const auto c = static_cast<T>(count);
+      for (std::size_t p = 0; p < parts; ++p) acc[p] /= c;
+    }
+    char* dst = reinterpret_cast<char*>(out + static_cast<Index>(b) * out_stride);
+    for (std::size_t p = 0; p < parts; ++p) std::memcpy(dst + p * vbytes, &acc[p], vbytes);
+  }
+}
+
+// The default build targets baseline x86-64 (SSE2); on a CPU with AVX2 the same loops run twice
+// as wide. Only "avx2" is enabled, never "fma": a fused multiply-add would round differently.
+#if defined(__x86_64__) && !defined(__AVX2__)
+#define EMB_DETAIL_BAG_AVX2 1
+template <class T, std::size_t RowBytes, bool Weighted>
+__attribute__((target("avx2"))) void bag_sum_fixed_rows_avx2(
+    const T* table, const Index* idx, std::size_t n, IndexSpan offsets, std::size_t bags,
+    Index pad, const T* psw, bool mean, T* out, Index out_stride, std::size_t ahead) noexcept {
+  bag_sum_fixed_rows<T, RowBytes, Weighted, 32>(table, idx, n, offsets, bags, pad, psw, mean,
+                                                out, out_stride, ahead);
+}
+
+inline bool cpu_has_avx2() noexcept {
+  static const bool has = __builtin_cpu_supports("avx2") != 0;
+  return has;
+}
+#endif
+
+template <class T, std::size_t RowBytes, bool Weighted>
+inline void bag_sum_fixed_dispatch(const T* table, const Index* idx, std::size_t n,
+                                   IndexSpan offsets, std::size_t bags, Index pad, const T* psw,
+                                   bool mean, T* out, Index out_stride,
+                                   std::size_t ahead) noexcept {
+#ifdef EMB_DETAIL_BAG_AVX2
+  if (cpu_has_avx2()) {
+    bag_sum_fixed_rows_avx2<T, RowBytes, Weighted>(table, idx, n, offsets, bags, pad, psw, mean,
+                                                   out, out_stride, ahead);
+    return;
+  }
+#endif
+  bag_sum_fixed_rows<T, RowBytes, Weighted, bag_vector_bytes>(table, idx, n, offsets, bags, pad,
+                                                              psw, mean, out, out_stride, ahead);
+}
+#endif  // __GNUC__ || __clang__
+
+// The register-accumulated pooling for float or double rows of 16 to 512 bytes (a power of
+// two); false for other rows, other types and other compilers. Longer rows would not fit in the
+// vector registers.
+template <class T>
+inline bool bag_sum_fixed(const T* table, Index dim, const Index* idx, std::size_t n,
+                          IndexSpan offsets, std::size_t bags, Index pad, const T* psw, bool mean,
+                          T* out, Index out_stride, std::size_t ahead) noexcept {
+#ifdef EMB_DETAIL_BAG_FIXED
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    const auto fixed = [&](auto bytes) {
+      constexpr std::size_t B = decltype(bytes)::value;
+      if (psw != nullptr) {
+        bag_sum_fixed_dispatch<T, B, true>(table, idx, n, offsets, bags, pad, psw, mean, out,
+                                           out_stride, ahead);
+      } else {
+        bag_sum_fixed_dispatch<T, B, false>(table, idx, n, offsets, bags, pad, psw, mean, out,
+                                            out_stride, ahead);
+      }
+      return true;
+    };
+    switch (static_cast<std::size_t>(dim) * sizeof(T)) {
+      case 16: return fixed(std::integral_constant<std::size_t, 16>{});
+      case 32: return fixed(std::integral_constant<std::size_t, 32>{});
+      case 64: return fixed(std::integral_constant<std::size_t, 64>{});
+      case 128: return fixed(std::integral_constant<std::size_t, 128>{});
+      case 256: return fixed(std::integral_constant<std::size_t, 256>{});
+      case 512: return fixed(std::integral_constant<std::size_t, 512>{});
+      default: return false;
+    }
+  }
+#endif
+  (void)table, (void)dim, (void)idx, (void)n, (void)offsets, (void)bags, (void)pad, (void)psw;
+  (void)mean, (void)out, (void)out_stride, (void)ahead;
+  return false;
+}
+
 // Sum (or Mean) pooling straight from the table into out: row b = sum over the bag's
 // non-padding entries of psw_i * W[idx_i], divided by their count for Mean. No (n, dim)
 // intermediate. Indices and offsets must already be valid; psw is null or has n values.
@@ -116,6 +257,9 @@ void bag_sum(const T* table, Index rows, Index dim, IndexSpan indices, IndexSpan
   const auto row_bytes = static_cast<std::size_t>(dim) * sizeof(T);
   const Index pad = padding.value_or(-1);
   const Index* idx = indices.data();
+  if (bag_sum_fixed(table, dim, idx, n, offsets, bags, pad, psw, mean, out, out_stride, ahead)) {
+    return;
+  }
   for (std::size_t b = 0; b < bags; ++b) {
     T* dst = out + static_cast<Index>(b) * out_stride;
     Eigen::Map<Row>(dst, dim).setZero();
