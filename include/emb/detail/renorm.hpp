@@ -80,19 +80,6 @@ inline void renorm_row(T* row, Index dim, double max_norm, double p) noexcept {
   }
 }
 
-// Rescales, in place, every distinct row named in `indices` whose p-norm exceeds max_norm, by
-// max_norm / (norm + 1e-7) computed in double, as PyTorch's embedding_renorm_ does. Rows not
-// named are untouched. Indices must already be valid: the caller checks them all first, so a
-// bad index never leaves the table half rewritten. `scratch` is reused between calls.
-template <class T>
-void renorm_rows(T* table, Index dim, IndexSpan indices, double max_norm, double p,
-                 std::vector<Index>& scratch) {
-  scratch.assign(indices.begin(), indices.end());
-  std::sort(scratch.begin(), scratch.end());
-  const auto last = std::unique(scratch.begin(), scratch.end());
-  for (auto it = scratch.begin(); it != last; ++it) renorm_row(table + *it * dim, dim, max_norm, p);
-}
-
 // Reused state of renorm_distinct: one byte per table row (allocated at the first call; 1/64
 // of a float table of width 16) and the distinct rows of the current call. After the first
 // call on a table no call allocates.
@@ -101,8 +88,10 @@ struct RenormScratch {
   std::vector<Index> distinct;
 };
 
-// The same rewrite as renorm_rows, in O(n + distinct·dim): the distinct rows are found with a
-// byte map instead of a sort, and each is measured once. Rows are independent, so visiting them
+// Rescales, in place, every distinct row named in `indices` whose p-norm exceeds max_norm, by
+// max_norm / (norm + 1e-7) computed in double, as PyTorch's embedding_renorm_ does; rows not
+// named are untouched. O(n + distinct·dim): the distinct rows are found with a byte map, not a
+// sort, and each is measured once. Rows are independent, so visiting them
 // in first-occurrence order gives the same table. Indices must already be valid in [0, rows).
 template <class T>
 void renorm_distinct(T* table, Index rows, Index dim, IndexSpan indices, double max_norm,

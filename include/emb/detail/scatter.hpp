@@ -40,28 +40,6 @@ inline T inverse_count(Index count) noexcept {
   return static_cast<T>(1.0 / static_cast<double>(count));
 }
 
-// grad (rows x dim, already zero) gets grad[k] += s * g[i] for each position i with index
-// k = indices[i] other than `padding`. Indices must already be valid.
-template <class T>
-void scatter_add_dense(IndexSpan indices, const T* g, Index g_stride, Index dim,
-                       std::optional<Index> padding, bool scale_grad_by_freq, T* grad,
-                       Index rows) {
-  const Index* idx = indices.data();
-  const std::size_t n = indices.size();
-  const Index pad = padding.value_or(-1);
-  std::vector<Index> counts;
-  if (scale_grad_by_freq) {
-    counts.assign(static_cast<std::size_t>(rows), 0);
-    for (std::size_t i = 0; i < n; ++i) ++counts[static_cast<std::size_t>(idx[i])];
-  }
-  for (std::size_t i = 0; i < n; ++i) {
-    const Index k = idx[i];
-    if (k == pad) continue;
-    const T s = scale_grad_by_freq ? inverse_count<T>(counts[static_cast<std::size_t>(k)]) : T(1);
-    axpy_row(grad + k * dim, g + static_cast<Index>(i) * g_stride, s, dim);
-  }
-}
-
 // The distinct non-padding indices of a call, ascending, and for each the positions where it
 // occurs, in input order: positions[starts[r] .. starts[r+1]) hold row rows[r].
 struct RowSegments {
@@ -95,22 +73,20 @@ inline void group_by_row(IndexSpan indices, std::optional<Index> padding, RowSeg
   out.starts.push_back(out.positions.size());
 }
 
-// Segments [first, last) of sum_segments. With `zeroed` false the rows of `values` may hold
-// anything: each segment's first term is assigned instead of added to zero.
+// Segments [first, last): row r of `values` = sum over its positions p of s * g[p], with
+// s = 1/count under scale_grad_by_freq. The rows of `values` may hold anything: each segment's
+// first term is assigned (as 0 + s * g, the bits an add to a zeroed row gives), the rest added.
 template <class T>
 void sum_segment_range(const RowSegments& segments, const T* g, Index g_stride, Index dim,
-                       bool scale_grad_by_freq, T* values, std::size_t first, std::size_t last,
-                       bool zeroed = true) noexcept {
+                       bool scale_grad_by_freq, T* values, std::size_t first,
+                       std::size_t last) noexcept {
   for (std::size_t r = first; r < last; ++r) {
     const T s = scale_grad_by_freq ? inverse_count<T>(static_cast<Index>(segments.count(r)))
                                    : T(1);
     T* dst = values + static_cast<Index>(r) * dim;
     std::size_t j = segments.starts[r];
-    if (!zeroed) {
-      assign_scaled_row(dst, g + static_cast<Index>(segments.positions[j]) * g_stride, s, dim);
-      ++j;
-    }
-    for (; j < segments.starts[r + 1]; ++j) {
+    assign_scaled_row(dst, g + static_cast<Index>(segments.positions[j]) * g_stride, s, dim);
+    for (++j; j < segments.starts[r + 1]; ++j) {
       axpy_row(dst, g + static_cast<Index>(segments.positions[j]) * g_stride, s, dim);
     }
   }
@@ -122,32 +98,13 @@ template <class T>
 void sum_segments_into(const RowSegments& segments, const T* g, Index g_stride, Index dim,
                        bool scale_grad_by_freq, T* values, int threads) {
   parallel_ranges(segments.rows.size(), threads, [&](std::size_t first, std::size_t last) {
-    sum_segment_range(segments, g, g_stride, dim, scale_grad_by_freq, values, first, last,
-                      false);
-  });
-}
-
-// values (segments.rows.size() x dim, already zero): row r = sum over its positions p of
-// s * g[p], with s = 1/count under scale_grad_by_freq. Segments are independent, so `threads`
-// split them without changing any sum.
-template <class T>
-void sum_segments(const RowSegments& segments, const T* g, Index g_stride, Index dim,
-                  bool scale_grad_by_freq, T* values, int threads) {
-  parallel_ranges(segments.rows.size(), threads, [&](std::size_t first, std::size_t last) {
     sum_segment_range(segments, g, g_stride, dim, scale_grad_by_freq, values, first, last);
   });
 }
 
-template <class T>
-void sum_segments(const RowSegments& segments, const T* g, Index g_stride, Index dim,
-                  bool scale_grad_by_freq, T* values) {
-  const std::size_t bytes = segments.positions.size() * static_cast<std::size_t>(dim) * sizeof(T);
-  sum_segments(segments, g, g_stride, dim, scale_grad_by_freq, values,
-               threads_for(segments.rows.size(), bytes));
-}
-
 // The whole dense backward in one zeroing pass and one scatter pass: grad (rows x dim, any
-// content, rows `grad_stride` apart) becomes the gradient scatter_add_dense computes. Thread t
+// content, rows `grad_stride` apart) becomes grad[k] = sum of s * g[i] over the positions i
+// with index k other than `padding` (s = 1/count(k) under scale_grad_by_freq). Thread t
 // owns the table rows [rows*t/T, rows*(t+1)/T): it zeroes them (first touch, so the pages land
 // near it) and adds, in input order, the positions whose index falls there. Every row is summed
 // in the serial order whatever the thread count. Indices must already be valid.
