@@ -217,7 +217,7 @@ inline bool bag_sum_fixed(const T* table, Index dim, const Index* idx, std::size
                           T* out, Index out_stride, std::size_t ahead) noexcept {
 #ifdef EMB_DETAIL_BAG_FIXED
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-    const auto fixed = [&](auto bytes) {
+    return with_fixed_row_bytes<512>(static_cast<std::size_t>(dim) * sizeof(T), [&](auto bytes) {
       constexpr std::size_t B = decltype(bytes)::value;
       if (psw != nullptr) {
         bag_sum_fixed_dispatch<T, B, true>(table, idx, n, offsets, bags, pad, psw, mean, out,
@@ -226,17 +226,7 @@ inline bool bag_sum_fixed(const T* table, Index dim, const Index* idx, std::size
         bag_sum_fixed_dispatch<T, B, false>(table, idx, n, offsets, bags, pad, psw, mean, out,
                                             out_stride, ahead);
       }
-      return true;
-    };
-    switch (static_cast<std::size_t>(dim) * sizeof(T)) {
-      case 16: return fixed(std::integral_constant<std::size_t, 16>{});
-      case 32: return fixed(std::integral_constant<std::size_t, 32>{});
-      case 64: return fixed(std::integral_constant<std::size_t, 64>{});
-      case 128: return fixed(std::integral_constant<std::size_t, 128>{});
-      case 256: return fixed(std::integral_constant<std::size_t, 256>{});
-      case 512: return fixed(std::integral_constant<std::size_t, 512>{});
-      default: return false;
-    }
+    });
   }
 #endif
   (void)table, (void)dim, (void)idx, (void)n, (void)offsets, (void)bags, (void)pad, (void)psw;

@@ -112,6 +112,30 @@ inline void gather_range(const T* table, Index dim, const Index* idx, std::size_
   for (; i < end; ++i) copy(out + static_cast<Index>(i) * out_stride, table + idx[i] * dim);
 }
 
+// Calls f(std::integral_constant<std::size_t, B>{}) when `bytes` is a power of two B from 16
+// to MaxBytes, so that a kernel can be compiled for that row size, and returns true; returns
+// false for any other size. Shared by the kernels that specialise on short rows.
+template <std::size_t MaxBytes, class F>
+inline bool with_fixed_row_bytes(std::size_t bytes, F&& f) {
+  const auto call = [&](auto b) {
+    if constexpr (decltype(b)::value <= MaxBytes) {
+      f(b);
+      return true;
+    } else {
+      return false;
+    }
+  };
+  switch (bytes) {
+    case 16: return call(std::integral_constant<std::size_t, 16>{});
+    case 32: return call(std::integral_constant<std::size_t, 32>{});
+    case 64: return call(std::integral_constant<std::size_t, 64>{});
+    case 128: return call(std::integral_constant<std::size_t, 128>{});
+    case 256: return call(std::integral_constant<std::size_t, 256>{});
+    case 512: return call(std::integral_constant<std::size_t, 512>{});
+    default: return false;
+  }
+}
+
 // Rows of 16 to 256 bytes are copied by a fixed-size memcpy, which the compiler turns into a
 // few inlined vector moves: a library call per short row would cost as much as the copy.
 // Returns false for other sizes.
@@ -119,20 +143,11 @@ template <class T>
 inline bool gather_range_fixed(const T* table, Index dim, const Index* idx, std::size_t begin,
                                std::size_t end, T* out, Index out_stride,
                                std::size_t prefetch_rows) noexcept {
-  const auto fixed = [&](auto bytes) {
+  return with_fixed_row_bytes<256>(static_cast<std::size_t>(dim) * sizeof(T), [&](auto bytes) {
     constexpr std::size_t B = decltype(bytes)::value;
     gather_range(table, dim, idx, begin, end, out, out_stride, prefetch_rows,
                  [](T* d, const T* s) { std::memcpy(d, s, B); });
-    return true;
-  };
-  switch (static_cast<std::size_t>(dim) * sizeof(T)) {
-    case 16: return fixed(std::integral_constant<std::size_t, 16>{});
-    case 32: return fixed(std::integral_constant<std::size_t, 32>{});
-    case 64: return fixed(std::integral_constant<std::size_t, 64>{});
-    case 128: return fixed(std::integral_constant<std::size_t, 128>{});
-    case 256: return fixed(std::integral_constant<std::size_t, 256>{});
-    default: return false;
-  }
+  });
 }
 
 // Picks the row copy once per call: fixed-size moves for the common short rows, Eigen's packet
