@@ -6,7 +6,7 @@
 //   dense_into       the same into a buffer reused across calls (no allocation, no page faults);
 //   pytorch_method   what PyTorch's CPU embedding_dense_backward does: a freshly allocated,
 //                    zero-filled (N, dim) tensor, then index_add of each position's row.
-// The summary prints the ratios behind PERF.md's P5 (the sparse cost does not grow with N and
+// The summary prints the ratios behind performance target P5 (the sparse cost does not grow with N and
 // is >= 100x the dense one at N = 1e6) and P6 (dense >= 3x PyTorch's method at N = 1e5).
 #include <emb/embedding.hpp>
 
@@ -174,7 +174,7 @@ void summarise(const std::map<std::string, bench::Result>& r) {
   const auto p5 = speedup(r, large + "/sparse", large + "/dense");
   std::optional<double> p6 = speedup(r, mid + "/dense", mid + "/pytorch_method");
   const auto p6_into = speedup(r, mid + "/dense_into", mid + "/pytorch_method");
-  std::printf("\nTargets (PERF.md)\n");
+  std::printf("\nTargets (README.md, Performance)\n");
   bench::Table v({"target", "measured", "goal", "verdict"});
   v.add({"P5 sparse time at N=1e6 / at N=1e4 (independent of N)", bench::fixed(growth),
          "~1 (<= 1.5)", bench::verdict(growth, 1.5, false)});

@@ -1,5 +1,5 @@
 // bench_bag — EmbeddingBag's fused pooling against the two-step way (a lookup into an (n, dim)
-// buffer, then a sum per bag), beside a memcpy of the same bytes (PERF.md P8). Every case reads
+// buffer, then a sum per bag), beside a memcpy of the same bytes (performance target P8). Every case reads
 // n = bags * L table rows of dim 64 floats; bytes processed = n * dim * sizeof(float), items = n.
 //
 // Default: a table of 1e4 rows (2.5 MiB, cache-resident) and bag lengths 20, 50, 100; --full

@@ -480,7 +480,7 @@ void summarise(const std::map<std::string, bench::Result>& r) {
   }
   oh.print();
 
-  std::printf("\nTargets (PERF.md)\n");
+  std::printf("\nTargets (README.md, Performance)\n");
   bench::Table t({"target", "measured", "goal", "verdict"});
   t.add({"P1 forward, L2 table, dim 64-512: emb/memcpy (worst dim)", bench::fixed(p1_min),
          ">= 1.0", bench::verdict(p1_min, 1.0, true)});

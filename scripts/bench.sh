@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main command: installs what is missing, builds the benchmarks in Release and runs emb's
 # main job, the lookup-vs-matmul benchmark, then the backward benchmark. Each prints a summary
-# table (throughput, ratio to memcpy, speed-up over the one-hot product, PERF.md's targets).
+# table (throughput, ratio to memcpy, speed-up over the one-hot product, the performance targets).
 #
 #   scripts/bench.sh            default mode, about two minutes including the build
 #   scripts/bench.sh --full     every case (N from 1e2 to ~1 GiB, Zipf everywhere; ~4 minutes)
