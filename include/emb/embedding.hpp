@@ -18,7 +18,7 @@
 #include "detail/renorm.hpp"
 #include "detail/rng.hpp"
 #include "detail/scatter.hpp"
-#include "detail/table_id.hpp"
+#include "detail/table.hpp"
 #include "index_span.hpp"
 #include "options.hpp"
 #include "sparse_grad.hpp"
@@ -51,23 +51,25 @@ inline constexpr bool parallel_enabled() noexcept { return detail::openmp_enable
 // Every call validates its whole input before it changes anything: a call that throws leaves
 // the table bit-identical.
 template <class T = float>
-class Embedding {
+class Embedding : public detail::Table<T, EmbeddingOptions> {
   static_assert(std::is_floating_point_v<T>, "emb::Embedding<T> needs a floating-point T");
+  using Base = detail::Table<T, EmbeddingOptions>;
 
  public:
-  using Scalar = T;
+  // Accessors shared with EmbeddingBag (detail/table.hpp): num_embeddings(), embedding_dim(),
+  // padding_idx(), max_norm(), norm_type(), scale_grad_by_freq(), options(), weight(),
+  // mutable_weight(), frozen(), freeze(), instance_id().
+  using Base::embedding_dim;
+  using Base::num_embeddings;
+  using Base::padding_idx;
+  using Base::scale_grad_by_freq;
 
   // weight ~ N(0, 1) from `seed` (the same values on every platform), padding row zero.
   explicit Embedding(const EmbeddingOptions& options, std::uint64_t seed = 0)
-      : options_(validated(options, "emb::Embedding")) {
-    weight_.resize(options_.num_embeddings(), options_.embedding_dim());
-    detail::Rng rng(seed);
-    rng.fill_normal(weight_.data(), static_cast<std::size_t>(weight_.size()));
-    if (const auto pad = options_.padding_idx()) weight_.row(*pad).setZero();
-  }
+      : Base(detail::validated_table_options(options, "emb::Embedding"), seed) {}
 
-  Embedding(Index num_embeddings, Index embedding_dim)
-      : Embedding(EmbeddingOptions(num_embeddings, embedding_dim)) {}
+  // Embedding(EmbeddingOptions(rows, dim)) with seed 0.
+  Embedding(Index rows, Index dim) : Embedding(EmbeddingOptions(rows, dim)) {}
 
   // Wraps `weight` as it is (the padding row is not zeroed). Pass an rvalue to avoid a copy:
   // the matrix is moved into the table. Frozen unless options.freeze(false).
@@ -77,40 +79,15 @@ class Embedding {
         .max_norm(options.max_norm())
         .norm_type(options.norm_type())
         .scale_grad_by_freq(options.scale_grad_by_freq());
-    return Embedding(validated(opts, "emb::Embedding::from_pretrained"), std::move(weight),
-                     options.freeze());
+    return Embedding(detail::validated_table_options(opts, "emb::Embedding::from_pretrained"),
+                     std::move(weight), options.freeze());
   }
 
-  Index num_embeddings() const { return options_.num_embeddings(); }
-  Index embedding_dim() const { return options_.embedding_dim(); }
-  std::optional<Index> padding_idx() const { return options_.padding_idx(); }
-  std::optional<double> max_norm() const { return options_.max_norm(); }
-  double norm_type() const { return options_.norm_type(); }
-  bool scale_grad_by_freq() const { return options_.scale_grad_by_freq(); }
-  // The options in force, padding_idx normalised to [0, num_embeddings).
-  const EmbeddingOptions& options() const { return options_; }
-
-  const Matrix<T>& weight() const { return weight_; }
-
-  // Writable view of the table, for optimizers and hand-made updates. It cannot change the
-  // shape. Writing through it ignores frozen(): freezing only stops optimizers.
-  Eigen::Map<Matrix<T>> mutable_weight() {
-    return Eigen::Map<Matrix<T>>(weight_.data(), weight_.rows(), weight_.cols());
-  }
-
+  // Same shape or std::invalid_argument (and the table is unchanged).
   void set_weight(Matrix<T> weight) {
-    detail::check_shape("emb::Embedding::set_weight", "weight", num_embeddings(),
-                        embedding_dim(), weight.rows(), weight.cols());
-    weight_ = std::move(weight);
+    this->replace_weight("emb::Embedding::set_weight", std::move(weight));
     huge_pages_.on = false;
   }
-
-  bool frozen() const { return frozen_; }
-  void freeze(bool on = true) { frozen_ = on; }
-
-  // Identifies this table object to optimizers, which keep their state per table: a copy is a
-  // new table, a moved table keeps its id (and so its optimizer state), ids are never reused.
-  std::uint64_t instance_id() const noexcept { return id_.value(); }
 
   // Rows of the table for `indices`: (indices.size(), embedding_dim). Not const: with max_norm
   // the looked-up rows are renormalised in place first.
@@ -192,25 +169,15 @@ class Embedding {
   bool uses_huge_pages() const { return huge_pages_.on; }
 
  private:
-  Embedding(const EmbeddingOptions& options, Matrix<T>&& weight, bool frozen)
-      : options_(options), weight_(std::move(weight)), frozen_(frozen) {}
+  using Base::weight_;
 
-  static EmbeddingOptions validated(EmbeddingOptions options, const char* where) {
-    detail::check_size_option(where, "num_embeddings", options.num_embeddings());
-    detail::check_size_option(where, "embedding_dim", options.embedding_dim());
-    options.padding_idx(
-        detail::normalise_padding_idx(where, options.padding_idx(), options.num_embeddings()));
-    detail::check_norm_options(where, options.max_norm(), options.norm_type());
-    return options;
-  }
+  Embedding(const EmbeddingOptions& options, Matrix<T>&& weight, bool frozen)
+      : Base(options, std::move(weight), frozen) {}
 
   void lookup(IndexSpan indices, T* out, Index out_stride) {
     // Validate everything before the max_norm rewrite and the copy (strong guarantee).
     detail::check_gather_indices("emb::Embedding::forward", indices, num_embeddings());
-    if (const auto max_norm = options_.max_norm()) {
-      detail::renorm_distinct(weight_.data(), num_embeddings(), embedding_dim(), indices,
-                              *max_norm, norm_type(), renorm_scratch_);
-    }
+    this->renorm_looked_up(indices);
     detail::gather_rows_unchecked(
         weight_.data(), embedding_dim(), indices, out, out_stride,
         detail::plan_gather(num_embeddings(), embedding_dim(), indices.size(), sizeof(T)));
@@ -233,11 +200,6 @@ class Embedding {
     detail::check_indices(where, indices, num_embeddings());
   }
 
-  EmbeddingOptions options_;
-  Matrix<T> weight_;
-  bool frozen_ = false;
-  detail::TableId id_;
-  detail::RenormScratch renorm_scratch_;  // reused by max_norm forwards: no allocation per call
   detail::BufferFlag huge_pages_;  // a copy of the table gets an ordinary buffer
 };
 

@@ -17,7 +17,7 @@
 #include "detail/renorm.hpp"
 #include "detail/rng.hpp"
 #include "detail/scatter.hpp"
-#include "detail/table_id.hpp"
+#include "detail/table.hpp"
 #include "index_span.hpp"
 #include "options.hpp"
 #include "sparse_grad.hpp"
@@ -115,23 +115,25 @@ class FromPretrainedBagOptions : public TableOptionsBase<FromPretrainedBagOption
 // all-padding bag gives a zero row. The pooling reads the table directly: no (n, dim)
 // intermediate is built. Every call validates its whole input before it changes anything.
 template <class T = float>
-class EmbeddingBag {
+class EmbeddingBag : public detail::Table<T, EmbeddingBagOptions> {
   static_assert(std::is_floating_point_v<T>, "emb::EmbeddingBag<T> needs a floating-point T");
+  using Base = detail::Table<T, EmbeddingBagOptions>;
 
  public:
-  using Scalar = T;
+  // Accessors shared with Embedding (detail/table.hpp): num_embeddings(), embedding_dim(),
+  // padding_idx(), max_norm(), norm_type(), scale_grad_by_freq(), options(), weight(),
+  // mutable_weight(), frozen(), freeze(), instance_id().
+  using Base::embedding_dim;
+  using Base::num_embeddings;
+  using Base::padding_idx;
+  using Base::scale_grad_by_freq;
 
   // weight ~ N(0, 1) from `seed` (the same values as Embedding with that seed), padding row zero.
   explicit EmbeddingBag(const EmbeddingBagOptions& options, std::uint64_t seed = 0)
-      : options_(validated(options, "emb::EmbeddingBag")) {
-    weight_.resize(options_.num_embeddings(), options_.embedding_dim());
-    detail::Rng rng(seed);
-    rng.fill_normal(weight_.data(), static_cast<std::size_t>(weight_.size()));
-    if (const auto pad = options_.padding_idx()) weight_.row(*pad).setZero();
-  }
+      : Base(validated(options, "emb::EmbeddingBag"), seed) {}
 
-  EmbeddingBag(Index num_embeddings, Index embedding_dim)
-      : EmbeddingBag(EmbeddingBagOptions(num_embeddings, embedding_dim)) {}
+  // EmbeddingBag(EmbeddingBagOptions(rows, dim)) with seed 0.
+  EmbeddingBag(Index rows, Index dim) : EmbeddingBag(EmbeddingBagOptions(rows, dim)) {}
 
   // Wraps `weight` as it is (the padding row is not zeroed); an rvalue is moved in, not copied.
   // Frozen unless options.freeze(false).
@@ -148,36 +150,13 @@ class EmbeddingBag {
                         options.freeze());
   }
 
-  Index num_embeddings() const { return options_.num_embeddings(); }
-  Index embedding_dim() const { return options_.embedding_dim(); }
-  BagMode mode() const { return options_.mode(); }
-  bool include_last_offset() const { return options_.include_last_offset(); }
-  std::optional<Index> padding_idx() const { return options_.padding_idx(); }
-  std::optional<double> max_norm() const { return options_.max_norm(); }
-  double norm_type() const { return options_.norm_type(); }
-  bool scale_grad_by_freq() const { return options_.scale_grad_by_freq(); }
-  // The options in force, padding_idx normalised to [0, num_embeddings).
-  const EmbeddingBagOptions& options() const { return options_; }
+  BagMode mode() const { return this->options_.mode(); }
+  bool include_last_offset() const { return this->options_.include_last_offset(); }
 
-  const Matrix<T>& weight() const { return weight_; }
-
-  // Writable view of the table for optimizers and hand-made updates; it cannot change the
-  // shape. Writing through it ignores frozen(): freezing only stops optimizers.
-  Eigen::Map<Matrix<T>> mutable_weight() {
-    return Eigen::Map<Matrix<T>>(weight_.data(), weight_.rows(), weight_.cols());
-  }
-
+  // Same shape or std::invalid_argument (and the table is unchanged).
   void set_weight(Matrix<T> weight) {
-    detail::check_shape("emb::EmbeddingBag::set_weight", "weight", num_embeddings(),
-                        embedding_dim(), weight.rows(), weight.cols());
-    weight_ = std::move(weight);
+    this->replace_weight("emb::EmbeddingBag::set_weight", std::move(weight));
   }
-
-  bool frozen() const { return frozen_; }
-  void freeze(bool on = true) { frozen_ = on; }
-
-  // Identifies this table object to optimizers, as Embedding::instance_id() does.
-  std::uint64_t instance_id() const noexcept { return id_.value(); }
 
   // ---- indices + offsets -------------------------------------------------------------------
 
@@ -297,15 +276,13 @@ class EmbeddingBag {
   }
 
  private:
+  using Base::weight_;
+
   EmbeddingBag(const EmbeddingBagOptions& options, Matrix<T>&& weight, bool frozen)
-      : options_(options), weight_(std::move(weight)), frozen_(frozen) {}
+      : Base(options, std::move(weight), frozen) {}
 
   static EmbeddingBagOptions validated(EmbeddingBagOptions options, const char* where) {
-    detail::check_size_option(where, "num_embeddings", options.num_embeddings());
-    detail::check_size_option(where, "embedding_dim", options.embedding_dim());
-    options.padding_idx(
-        detail::normalise_padding_idx(where, options.padding_idx(), options.num_embeddings()));
-    detail::check_norm_options(where, options.max_norm(), options.norm_type());
+    options = detail::validated_table_options(std::move(options), where);
     const auto m = options.mode();
     if (m != BagMode::Sum && m != BagMode::Mean && m != BagMode::Max) {
       detail::throw_bad_option(where, "mode", detail::concat(static_cast<int>(m)),
@@ -342,10 +319,7 @@ class EmbeddingBag {
   Matrix<T> pool(const char* where, IndexSpan indices, IndexSpan offsets, bool include_last,
                  const T* psw, Index psw_size) {
     const std::size_t bags = check_call(where, indices, offsets, include_last, psw_size);
-    if (const auto max_norm = options_.max_norm()) {
-      detail::renorm_distinct(weight_.data(), num_embeddings(), embedding_dim(), indices,
-                              *max_norm, norm_type(), renorm_scratch_);
-    }
+    this->renorm_looked_up(indices);
     Matrix<T> out(static_cast<Index>(bags), embedding_dim());
     if (mode() == BagMode::Max) {
       detail::bag_max(weight_.data(), num_embeddings(), embedding_dim(), indices, offsets, bags,
@@ -407,11 +381,6 @@ class EmbeddingBag {
     return out;
   }
 
-  EmbeddingBagOptions options_;
-  Matrix<T> weight_;
-  bool frozen_ = false;
-  detail::TableId id_;
-  detail::RenormScratch renorm_scratch_;  // reused by max_norm forwards: no allocation per call
 };
 
 }  // namespace emb
