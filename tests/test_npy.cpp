@@ -30,17 +30,11 @@ using emb_test::message_of;
 using emb_test::contains;
 using emb_test::TempDir;
 using emb_test::read_bytes;
+using emb_test::data_table;
 
 namespace {
 
 const std::string data_dir = EMB_TEST_DATA_DIR;
-
-// The table make_data.py saves in every layout.
-Matrix<double> reference_table() {
-  Matrix<double> m(3, 4);
-  m << 0.1, -2.5, 3.0, 0.001, 1.5, 0.25, -0.125, 7.0, -0.3, 2.0, 1e-5, -4.75;
-  return m;
-}
 
 // A .npy file by hand: version `major`, the given header dict (padded to 64) and data bytes.
 std::string npy_bytes(const std::string& dict, const std::string& data, int major = 1) {
@@ -66,7 +60,7 @@ std::string float_bytes(std::initializer_list<float> values) {
 }  // namespace
 
 TEST_CASE("load_npy: NumPy's files of every version, order and float type load exactly") {
-  const Matrix<double> expected = reference_table();
+  const Matrix<double> expected = data_table();
   SUBCASE("<f4, C order, version 1.0 (np.save)") {
     const Matrix<float> m = emb::io::load_npy<float>(data_dir + "/f4_c_v1.npy");
     CHECK(m == expected.cast<float>());
@@ -168,7 +162,7 @@ TEST_CASE("half_to_float: all 65536 bit patterns agree with the IEEE 754 formula
 
 TEST_CASE("save_npy: writes the same bytes as np.save, and loads back bit for bit") {
   TempDir dir;
-  const Matrix<float> table = reference_table().cast<float>();
+  const Matrix<float> table = data_table().cast<float>();
   SUBCASE("float: byte-identical to NumPy's own file") {
     const std::string path = dir.file("t.npy");
     emb::io::save_npy<float>(path, table);
@@ -177,7 +171,7 @@ TEST_CASE("save_npy: writes the same bytes as np.save, and loads back bit for bi
   }
   SUBCASE("double: '<f8', data at a multiple of 64 bytes") {
     const std::string path = dir.file("t8.npy");
-    const Matrix<double> m = reference_table();
+    const Matrix<double> m = data_table();
     emb::io::save_npy<double>(path, m);
     const std::string bytes = read_bytes(path);
     CHECK(bytes.compare(0, 8, std::string("\x93NUMPY\x01\x00", 8)) == 0);
@@ -259,7 +253,7 @@ TEST_CASE("load_npy: trailing bytes after the array are ignored (np.save can app
   TempDir dir;
   const std::string one = read_bytes(data_dir + "/f4_c_v1.npy");
   const std::string path = dir.write("two.npy", one + one);
-  CHECK(emb::io::load_npy<float>(path) == reference_table().cast<float>());
+  CHECK(emb::io::load_npy<float>(path) == data_table().cast<float>());
 }
 
 TEST_CASE("load_npy: every malformed file throws a runtime_error naming file, offset and fault") {

@@ -67,6 +67,14 @@ bool bit_identical(const A& a, const B& b) {
   return true;
 }
 
+// The 3x4 table tests/data/make_data.py writes into every .npy and word-vector file there
+// (distinct values, so that a wrong order shows).
+inline emb::Matrix<double> data_table() {
+  emb::Matrix<double> m(3, 4);
+  m << 0.1, -2.5, 3.0, 0.001, 1.5, 0.25, -0.125, 7.0, -0.3, 2.0, 1e-5, -4.75;
+  return m;
+}
+
 // A fresh directory under the system's temp dir, removed with everything in it at scope exit.
 class TempDir {
  public:

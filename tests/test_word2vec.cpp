@@ -3,7 +3,7 @@
 // tests/data holds one 3x4 table in each flavour (tests/data/make_data.py): the word2vec C
 // tool's text ("%lf " per value) and binary ('\n' after each row), gensim's text and binary (no
 // trailing blank, no '\n'), fastText's .vec and GloVe with CRLF and tokens holding spaces. The
-// values are NumPy's float32 of the decimals listed in reference_table(). Malformed files are
+// values are NumPy's float32 of the decimals listed in data_table(). Malformed files are
 // written by the tests; their expected line numbers and byte offsets are counted by hand.
 #include <doctest/doctest.h>
 
@@ -32,16 +32,11 @@ using emb_test::message_of;
 using emb_test::contains;
 using emb_test::TempDir;
 using emb_test::read_bytes;
+using emb_test::data_table;
 
 namespace {
 
 const std::string data_dir = EMB_TEST_DATA_DIR;
-
-Matrix<double> reference_table() {
-  Matrix<double> m(3, 4);
-  m << 0.1, -2.5, 3.0, 0.001, 1.5, 0.25, -0.125, 7.0, -0.3, 2.0, 1e-5, -4.75;
-  return m;
-}
 
 std::string floats(std::initializer_list<float> values) {
   std::string out;
@@ -56,7 +51,7 @@ std::vector<std::string> tokens_of(const Vocabulary& v) {
 }  // namespace
 
 TEST_CASE("load_word2vec: the C tool's, gensim's and fastText's files give the same table") {
-  const Matrix<float> expected = reference_table().cast<float>();
+  const Matrix<float> expected = data_table().cast<float>();
   for (const char* name : {"w2v_c_text.txt", "w2v_gensim_text.txt", "w2v_c_binary.bin",
                            "w2v_gensim_binary.bin", "fasttext.vec"}) {
     CAPTURE(std::string(name));
@@ -89,7 +84,7 @@ TEST_CASE("load_word2vec: the C tool's, gensim's and fastText's files give the s
 }
 
 TEST_CASE("Readers give the same result whatever the read size (lines split across reads)") {
-  const Matrix<float> expected = reference_table().cast<float>();
+  const Matrix<float> expected = data_table().cast<float>();
   for (const char* name : {"w2v_c_text.txt", "w2v_gensim_text.txt", "w2v_c_binary.bin",
                            "w2v_gensim_binary.bin", "fasttext.vec", "glove_crlf.txt"}) {
     const std::string bytes = read_bytes(data_dir + "/" + name);
@@ -110,7 +105,7 @@ TEST_CASE("Readers give the same result whatever the read size (lines split acro
 TEST_CASE("load_glove: tokens with spaces, a numeric token and CRLF line ends") {
   const auto v = emb::io::load_glove<float>(data_dir + "/glove_crlf.txt");
   CHECK(tokens_of(v.vocab) == std::vector<std::string>{"new york", "1999", "a  b"});
-  CHECK(v.weight == reference_table().cast<float>());
+  CHECK(v.weight == data_table().cast<float>());
   CHECK(v.duplicates == 0);
 }
 
@@ -224,7 +219,7 @@ TEST_CASE("load_word2vec: the progress callback counts rows up to the header's c
 TEST_CASE("save_word2vec: the C tool's binary bytes, and text that reads back exactly") {
   TempDir dir;
   const Vocabulary vocab{"the", "优", "cat"};
-  const Matrix<float> table = reference_table().cast<float>();
+  const Matrix<float> table = data_table().cast<float>();
   SUBCASE("binary is byte-identical to the C tool's flavour") {
     const std::string path = dir.file("out.bin");
     emb::io::save_word2vec<float>(path, vocab, table, true);
