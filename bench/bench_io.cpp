@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <emb/io/npy.hpp>
+#include <emb/io/glove.hpp>
 #include <emb/io/word2vec.hpp>
 #include <filesystem>
 #include <fstream>

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <emb/embedding.hpp>
 #include <emb/io/npy.hpp>
+#include <emb/io/glove.hpp>
 #include <emb/io/word2vec.hpp>
 #include <emb/similarity.hpp>
 #include <filesystem>

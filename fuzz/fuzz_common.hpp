@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <emb/io/glove.hpp>
 #include <emb/io/word2vec.hpp>
 #include <optional>
 #include <string>

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <emb/io/glove.hpp>
 #include <emb/io/word2vec.hpp>
 #include <filesystem>
 #include <fstream>

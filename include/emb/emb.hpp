@@ -11,5 +11,7 @@
 #include "one_hot.hpp"
 #include "similarity.hpp"
 #include "vocabulary.hpp"
+#include "io/file_error.hpp"
 #include "io/npy.hpp"
 #include "io/word2vec.hpp"
+#include "io/glove.hpp"

@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "../detail/error.hpp"
-#include "../detail/file.hpp"
-#include "../detail/parse.hpp"
 #include "../index_span.hpp"
+#include "detail/file.hpp"
+#include "detail/parse.hpp"
 
 namespace emb::io {
 

@@ -1,5 +1,6 @@
-// emb/io/word2vec.hpp — pretrained word vectors: word2vec (text and binary), fastText .vec
-// and GloVe files, read into a Vocabulary and a table whose row i is the vector of token i.
+// emb/io/word2vec.hpp — pretrained word vectors: word2vec (text and binary) and fastText .vec
+// files, read into a Vocabulary and a table whose row i is the vector of token i (GloVe files:
+// emb/io/glove.hpp).
 //
 //   auto vectors = emb::io::load_word2vec<float>("vectors.bin");   // text or binary, detected
 //   auto table = emb::Embedding<float>::from_pretrained(std::move(vectors.weight));
@@ -22,95 +23,20 @@
 #include <vector>
 
 #include "../detail/error.hpp"
-#include "../detail/file.hpp"
-#include "../detail/parse.hpp"
 #include "../index_span.hpp"
 #include "../vocabulary.hpp"
+#include "detail/file.hpp"
+#include "detail/parse.hpp"
+#include "detail/text_rows.hpp"
+#include "vectors.hpp"
 
 namespace emb::io {
-
-enum class Word2VecFormat {
-  detect,  // told apart from the bytes after the header
-  text,    // word2vec's -binary 0, fastText's .vec
-  binary,  // word2vec's -binary 1 (float32 little-endian rows)
-};
-
-class VectorsLoadOptions {
- public:
-  // Called as rows arrive (see emb::io::Progress).
-  VectorsLoadOptions& progress(Progress callback) {
-    progress_ = std::move(callback);
-    return *this;
-  }
-  const Progress& progress() const { return progress_; }
-
-  // word2vec only: force text or binary instead of detecting it.
-  VectorsLoadOptions& format(Word2VecFormat f) {
-    format_ = f;
-    return *this;
-  }
-  Word2VecFormat format() const { return format_; }
-
-  // GloVe: the vector size, instead of counting the numbers at the end of the first line
-  // (needed only when the first token ends in number-like words, such as "route 66"; it also
-  // lets a first line of two integers be read as a row). word2vec: the header must say this.
-  VectorsLoadOptions& dim(std::optional<Index> d) {
-    dim_ = d;
-    return *this;
-  }
-  std::optional<Index> dim() const { return dim_; }
-
- private:
-  Progress progress_;
-  Word2VecFormat format_ = Word2VecFormat::detect;
-  std::optional<Index> dim_;
-};
-
-// Row i of weight is the vector of vocab.token(i). A token listed again later in the file keeps
-// its first vector; `duplicates` counts the rows dropped that way.
-template <class T = float>
-struct Vectors {
-  Vocabulary vocab;
-  Matrix<T> weight;
-  Index duplicates = 0;
-};
 
 namespace detail {
 
 inline constexpr const char* word2vec_where = "emb::io::load_word2vec";
-inline constexpr const char* glove_where = "emb::io::load_glove";
 // No real token is this long; a longer one in a binary file means misaligned rows.
 inline constexpr std::size_t max_binary_token = std::size_t{1} << 16;
-
-template <class T>
-const char* type_name() {
-  return std::is_same_v<T, float> ? "float" : std::is_same_v<T, double> ? "double" : "long double";
-}
-
-// Where a text row is, for its error messages.
-struct LineContext {
-  const char* where;
-  const std::string& name;
-  std::uint64_t line;
-  std::uint64_t start;  // offset of the line's first byte
-  std::string_view text;
-
-  [[noreturn]] void fail(const char* at, const std::string& problem) const {
-    throw FileError(where, name, line, start + static_cast<std::uint64_t>(at - text.data()),
-                    problem);
-  }
-};
-
-template <class T>
-[[noreturn]] void bad_number(const LineContext& ctx, const char* first, const char* last,
-                             NumberStatus status, const std::string& expected) {
-  const std::string field =
-      printable(std::string_view(first, static_cast<std::size_t>(last - first)));
-  if (status == NumberStatus::out_of_range) {
-    ctx.fail(first, "number '" + field + "' is out of range for " + type_name<T>());
-  }
-  ctx.fail(first, expected + ", found '" + field + "'");
-}
 
 // word2vec / fastText text row: the token up to the first blank, then exactly `dim` numbers.
 template <class T>
@@ -147,85 +73,6 @@ std::string_view parse_word2vec_row(const LineContext& ctx, Index dim, T* out) {
                     printable(std::string_view(p, static_cast<std::size_t>(end - p)), 16), "'"));
   }
   return token;
-}
-
-// GloVe row: the last `dim` blank-separated fields are numbers, everything before them (minus the
-// blanks in between) is the token, which may itself contain spaces.
-template <class T>
-std::string_view parse_glove_row(const LineContext& ctx, Index dim, T* out) {
-  const char* const begin = ctx.text.data();
-  const char* p = begin + ctx.text.size();
-  for (Index k = dim - 1; k >= 0; --k) {
-    const char* field_end = p;
-    while (p != begin && !is_blank(p[-1])) --p;
-    NumberStatus status = NumberStatus::ok;
-    T value{};
-    const char* stop = parse_real(p, field_end, value, status);
-    if (status != NumberStatus::ok || stop != field_end) {
-      if (p == begin && status == NumberStatus::not_a_number) {  // the token: a short row
-        ctx.fail(p, emb::detail::concat(
-                        "expected a token followed by ", dim, " numbers, found the token '",
-                        printable(std::string_view(p, static_cast<std::size_t>(field_end - p))),
-                        "' followed by only ", dim - 1 - k, " numbers"));
-      }
-      bad_number<T>(ctx, p, field_end, status,
-                    emb::detail::concat("expected number ", k + 1, " of ", dim));
-    }
-    out[k] = value;
-    while (p != begin && is_blank(p[-1])) --p;
-    if (p == begin) {
-      ctx.fail(
-          p, k == 0
-                 ? emb::detail::concat("expected a token before the ", dim, " numbers, found none")
-                 : emb::detail::concat("expected a token followed by ", dim,
-                                       " numbers, found only ", dim - k, " numbers and no token"));
-    }
-  }
-  return std::string_view(begin, static_cast<std::size_t>(p - begin));
-}
-
-// The number of fields at the end of a GloVe line that are numbers, leaving at least one field
-// for the token: the vector size when the file does not say it.
-inline Index count_trailing_numbers(std::string_view line) {
-  const char* const begin = line.data();
-  const char* p = begin + line.size();
-  Index n = 0;
-  for (;;) {
-    const char* field_end = p;
-    while (p != begin && !is_blank(p[-1])) --p;
-    NumberStatus status = NumberStatus::ok;
-    double value = 0;
-    if (p == begin || field_end == p) return n;  // the first field is the token
-    const char* stop = parse_real(p, field_end, value, status);
-    if (status == NumberStatus::not_a_number || stop != field_end) return n;
-    ++n;
-    while (p != begin && is_blank(p[-1])) --p;
-  }
-}
-
-// Two non-negative integers and nothing else.
-inline bool looks_like_word2vec_header(std::string_view line) {
-  const std::size_t blank = line.find_first_of(" \t");
-  if (blank == std::string_view::npos) return false;
-  std::size_t second = blank;
-  while (second < line.size() && is_blank(line[second])) ++second;
-  return parse_count(line.substr(0, blank)).has_value() &&
-         parse_count(line.substr(second)).has_value();
-}
-
-// Adds the row just parsed into weight.row(vectors.vocab.size()) under `token`, or counts it as
-// a duplicate (the slot is then reused by the next row).
-template <class T>
-void keep_row(Vectors<T>& vectors, std::string_view token) {
-  const Index before = vectors.vocab.size();
-  if (vectors.vocab.add(token) < before) ++vectors.duplicates;
-}
-
-template <class T>
-void finish(Vectors<T>& vectors) {
-  if (vectors.vocab.size() != vectors.weight.rows()) {
-    vectors.weight.conservativeResize(vectors.vocab.size(), vectors.weight.cols());
-  }
 }
 
 struct Word2VecHeader {
@@ -441,73 +288,6 @@ Vectors<T> read_word2vec(ByteSource& source, const VectorsLoadOptions& options =
   }
 }
 
-// The whole GloVe load from any source (see read_word2vec). Two passes: the first counts the
-// rows (and checks each is long enough to hold a vector), so the table is allocated once at its
-// final size.
-template <class T>
-Vectors<T> read_glove(ByteSource& source, const VectorsLoadOptions& options = {},
-                      std::size_t chunk = std::size_t{1} << 20) {
-  static_assert(std::is_floating_point_v<T>, "load_glove<T> needs a floating-point T");
-  const std::string& name = source.name();
-  Scanner scanner(source, chunk);
-  std::optional<Index> dim = options.dim();
-  if (dim && *dim < 1) {
-    throw std::invalid_argument(
-        emb::detail::concat("emb::io::load_glove: dim = ", *dim, " is invalid; it must be >= 1"));
-  }
-  Index rows = 0;
-  std::uint64_t start = 0;
-  while (const auto line = scanner.next_line(start)) {
-    const std::string_view text = trim_right(*line);
-    if (text.empty()) continue;
-    const LineContext ctx{glove_where, name, scanner.line_number(), start, text};
-    if (!dim) {
-      if (looks_like_word2vec_header(text)) {
-        ctx.fail(text.data(), "the first line '" + printable(text, 40) +
-                                  "' looks like a word2vec header 'count dim', which GloVe files "
-                                  "do not have: use load_word2vec (or give options.dim() if it "
-                                  "really is a GloVe row)");
-      }
-      dim = count_trailing_numbers(text);
-      if (*dim == 0) {
-        ctx.fail(text.data(),
-                 "expected a token followed by numbers, found '" + printable(text, 40) + "'");
-      }
-    }
-    if (text.size() < static_cast<std::uint64_t>(*dim) * 2 + 1) {
-      ctx.fail(text.data(),
-               emb::detail::concat("expected a token followed by ", *dim,
-                                   " numbers, but the line has only ", text.size(), " bytes"));
-    }
-    ++rows;
-  }
-  Vectors<T> out;
-  if (rows == 0) return out;
-  out.weight.resize(rows, *dim);
-  ProgressReporter progress(options.progress(), rows);
-  scanner.rewind();
-  Index done = 0;
-  while (const auto line = scanner.next_line(start)) {
-    const std::string_view text = trim_right(*line);
-    if (text.empty()) continue;
-    if (done == rows) {
-      throw FileError(glove_where, name, scanner.line_number(), start,
-                      "the file changed while it was read");
-    }
-    const LineContext ctx{glove_where, name, scanner.line_number(), start, text};
-    const std::string_view token =
-        parse_glove_row(ctx, *dim, out.weight.data() + out.vocab.size() * *dim);
-    keep_row(out, token);
-    progress.rows_done(++done);
-  }
-  if (done != rows) {
-    throw FileError(glove_where, name, scanner.line_number(), scanner.offset(),
-                    "the file changed while it was read");
-  }
-  finish(out);
-  return out;
-}
-
 inline void check_writable_tokens(const char* where, const Vocabulary& vocab, bool binary) {
   const char* forbidden = binary ? " \n" : " \t\n\r";
   for (Index i = 0; i < vocab.size(); ++i) {
@@ -546,19 +326,6 @@ Vectors<T> load_fasttext_vec(const std::string& path,
   VectorsLoadOptions text = options;
   text.format(Word2VecFormat::text);
   return load_word2vec<T>(path, text);
-}
-
-// GloVe text vectors: no header; on each line the last dim fields are numbers and the rest is
-// the token (which may contain spaces). dim comes from the first line unless options.dim() says.
-template <class T = float>
-Vectors<T> load_glove(const std::string& path, const VectorsLoadOptions& options) {
-  detail::FileSource source(path, detail::glove_where);
-  return detail::read_glove<T>(source, options);
-}
-
-template <class T = float>
-Vectors<T> load_glove(const std::string& path) {
-  return load_glove<T>(path, VectorsLoadOptions());
 }
 
 // Writes a word2vec file: header "count dim", then one row per token in id order; text rows are

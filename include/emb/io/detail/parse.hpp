@@ -1,4 +1,4 @@
-// emb/detail/parse.hpp — number parsing and binary number formats for the file loaders.
+// emb/io/detail/parse.hpp — number parsing and binary number formats for the file loaders.
 //
 // Numbers in text go through std::from_chars: locale-independent, correctly rounded, and
 // fast. Binary numbers are read byte by byte in a stated byte order, whatever the host's.
