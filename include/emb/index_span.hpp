@@ -19,6 +19,11 @@ using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>
 template <class T>
 using Vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 
+// The 16-bit storage types a table can hold (Eigen's): IEEE binary16 and bfloat16. Converting
+// either to float is exact.
+using half = Eigen::half;
+using bfloat16 = Eigen::bfloat16;
+
 // A read-only view of contiguous Index values, the input of every lookup.
 //
 // It converts implicitly from the containers a caller already holds, so `table.forward(ids)`

@@ -66,8 +66,8 @@ class Table {
   // `options` must already be validated.
   Table(const Options& options, std::uint64_t seed) : options_(options) {
     weight_.resize(options_.num_embeddings(), options_.embedding_dim());
-    Rng rng(seed);
-    rng.fill_normal(weight_.data(), static_cast<std::size_t>(weight_.size()));
+    fill_normal_rows(seed, 0, static_cast<std::uint64_t>(weight_.rows()),
+                     static_cast<std::size_t>(weight_.cols()), weight_.data());
     if (const auto pad = options_.padding_idx()) weight_.row(*pad).setZero();
   }
 
