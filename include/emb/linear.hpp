@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
@@ -57,6 +58,19 @@ class Linear {
     detail::Rng rng(seed);
     rng.fill_uniform(weight_.data(), static_cast<std::size_t>(weight_.size()), -bound, bound);
     rng.fill_uniform(bias_.data(), static_cast<std::size_t>(bias_.size()), -bound, bound);
+  }
+
+  // A layer with these parameters as they are, moved in (no initial weight is drawn): weight
+  // (out_features, in_features) and, if given, a bias of out_features values (or
+  // std::invalid_argument naming both shapes).
+  static Linear from_pretrained(Matrix<T> weight, std::optional<Vector<T>> bias = std::nullopt) {
+    if (bias && bias->size() != weight.rows()) {
+      throw std::invalid_argument(detail::concat(
+          "emb::Linear::from_pretrained: bias has shape (", bias->size(), "), expected (",
+          weight.rows(), ") for a weight of shape (", weight.rows(), ", ", weight.cols(), ")"));
+    }
+    const bool has_bias = bias.has_value();
+    return Linear(std::move(weight), has_bias ? std::move(*bias) : Vector<T>(), has_bias);
   }
 
   Index in_features() const { return weight_.cols(); }
