@@ -10,8 +10,10 @@ by their section (and, for the multi-label model, by their role/interface tags),
 licence texts Debian ships in /usr/share/common-licenses. Training is deterministic: one
 thread and a fixed seed.
 """
+import math
 import os
 import random
+import struct
 import re
 import subprocess
 import sys
@@ -250,6 +252,40 @@ def main():
                   run("nn", model, "5", stdin="software\nlicence\nzzyzx\ngröbner\n".encode()))
             write(os.path.join(expected, tag + ".analogies.txt"),
                   analogies(model, "5", ["license licensed program", "game games font"]))
+
+    # Two hand-made models small enough to work out by hand (see tests/test_fasttext.cpp),
+    # written field by field as the format says, and what fastText predicts with them.
+    def model_bytes(loss, entries, nwords, input_rows, output_rows):
+        out = struct.pack("<ii", 793712314, 12)
+        out += struct.pack("<12i", 2, 5, 5, 1, 5, 1, loss, 3, 0, 0, 0, 100) + struct.pack("<d", 1e-4)
+        out += struct.pack("<iiiqq", len(entries), nwords, len(entries) - nwords,
+                           sum(c for _, c in entries), -1)
+        for i, (word, count) in enumerate(entries):
+            out += word.encode() + b"\0" + struct.pack("<qb", count, 0 if i < nwords else 1)
+        for rows in (input_rows, output_rows):
+            out += b"\0" + struct.pack("<qq", len(rows), 2)
+            out += b"".join(struct.pack("<2f", *r) for r in rows)
+        return out
+
+    ln3 = float(struct.unpack("<f", struct.pack("<f", math.log(3.0)))[0])
+    tiny = {
+        # softmax: "good" -> hidden (1, 0), "bad good" -> (2/3, 2/3), an empty line -> (0, 0)
+        "tiny_softmax": model_bytes(3, [("</s>", 4), ("good", 3), ("bad", 3), ("__label__pos", 2),
+                                        ("__label__neg", 2)], 3,
+                                    [(0, 0), (2, 0), (0, 2)], [(1, 0), (0, 1)]),
+        # hs with label counts 5, 3, 2: "x" -> hidden (0, ln 3), root row 1 scores 0, inner
+        # node row 0 scores ln 3
+        "tiny_hs": model_bytes(1, [("</s>", 4), ("x", 3), ("__label__a", 5), ("__label__b", 3),
+                                   ("__label__c", 2)], 2,
+                               [(0, 2 * ln3), (0, 0)], [(0, 1), (1, 0), (0, 0)]),
+    }
+    tiny_lines = "good\nbad good\n\nbad\nx\n"
+    write(os.path.join(queries, "tiny_lines.txt"), tiny_lines.encode())
+    for name, data in tiny.items():
+        write(os.path.join(here, name + ".bin"), data)
+        write(os.path.join(expected, name + "_bin.predict_all.txt"),
+              run("predict-prob", os.path.join(here, name + ".bin"),
+                  os.path.join(queries, "tiny_lines.txt"), "-1"))
 
     # fastText's string hash by an independent implementation: 32-bit FNV-1a over the bytes,
     # each byte widened as a signed char first.
