@@ -371,7 +371,9 @@ class FastText {
         ntokens_(file.ntokens),
         quantized_input_(file.quantized_input),
         quantized_output_(file.quantized_output),
-        tree_(args_.loss == FastTextLoss::hs ? tree_counts(file) : std::vector<std::int64_t>()),
+        tree_(args_.loss == FastTextLoss::hs && args_.model == FastTextModel::supervised
+                  ? label_counts(file)
+                  : std::vector<std::int64_t>()),
         rows_(std::move(file.dictionary), file.nwords, file.args.minn, file.args.maxn,
               file.args.bucket, file.args.word_ngrams, file.pruned_size, std::move(file.pruned)),
         input_(EmbeddingBag<float>::from_pretrained(
@@ -397,12 +399,12 @@ class FastText {
     return out;
   }
 
-  // hs builds its tree from the label counts (supervised) or the word counts.
-  static std::vector<std::int64_t> tree_counts(const io::detail::FastTextFile& file) {
+  // The tree of hs, built from the label counts as fastText builds it. (Unsupervised models
+  // build theirs from the word counts, but only for training: they predict nothing here.)
+  static std::vector<std::int64_t> label_counts(const io::detail::FastTextFile& file) {
     const auto& counts = file.dictionary.counts();
-    const auto nwords = static_cast<std::ptrdiff_t>(file.nwords);
-    if (file.args.model == 3) return std::vector<std::int64_t>(counts.begin() + nwords, counts.end());
-    return std::vector<std::int64_t>(counts.begin(), counts.begin() + nwords);
+    return std::vector<std::int64_t>(counts.begin() + static_cast<std::ptrdiff_t>(file.nwords),
+                                     counts.end());
   }
 
   // WORKAROUND until EmbeddingBag::forward(indices, offsets) const is on main: forward is not
@@ -525,6 +527,11 @@ class FastText {
     for (Index i = 0; i < nwords(); ++i) {
       if (std::find(skip.begin(), skip.end(), i) != skip.end()) continue;
       const float similarity = dots[i] / query_norm;
+      if (!(similarity == similarity)) {
+        throw std::runtime_error(detail::concat(
+            "emb::FastText: the similarity to '", rows_.dictionary().word(i),
+            "' is NaN (the model's weights hold NaN or infinite values)"));
+      }
       if (heap.size() == k && similarity < heap.front().first) continue;
       detail::fasttext_offer(heap, k, similarity, static_cast<std::int32_t>(i));
     }
