@@ -631,6 +631,20 @@ TEST_CASE("FastText: the reader gives the same model whatever the read size") {
   }
 }
 
+TEST_CASE("FastText: huge pages and copies change nothing in the numbers") {
+  const std::string path = dir + "sup_tags.bin";
+  const FastText plain = FastText::load(path);
+  const FastText huge = FastText::load(path, emb::FastTextLoadOptions().huge_pages(true));
+  CHECK(emb::FastTextLoadOptions().huge_pages() == false);
+  CHECK(emb_test::bit_identical(plain.input().weight(), huge.input().weight()));
+  CHECK(emb_test::bit_identical(plain.output().weight(), huge.output().weight()));
+  const FastText copy = plain;  // a copy is an independent model with the same answers
+  const std::string text = slurp(dir + "queries/sup_lines.txt");
+  CHECK(copy.predict_lines(text, 3) == plain.predict_lines(text, 3));
+  CHECK(copy.words().tokens() == plain.words().tokens());
+  CHECK(copy.input().weight().data() != plain.input().weight().data());
+}
+
 TEST_CASE("FastText: const calls from several threads give the single-threaded results") {
   const FastText ft = FastText::load(dir + "sup_hs.bin");
   const std::string text = slurp(dir + "queries/sup_lines.txt");

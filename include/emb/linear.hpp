@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
@@ -61,16 +60,18 @@ class Linear {
   }
 
   // A layer with these parameters as they are, moved in (no initial weight is drawn): weight
-  // (out_features, in_features) and, if given, a bias of out_features values (or
+  // (out_features, in_features), without a bias, or with a bias of out_features values (or
   // std::invalid_argument naming both shapes).
-  static Linear from_pretrained(Matrix<T> weight, std::optional<Vector<T>> bias = std::nullopt) {
-    if (bias && bias->size() != weight.rows()) {
+  static Linear from_pretrained(Matrix<T> weight) {
+    return Linear(std::move(weight), Vector<T>(), false);
+  }
+  static Linear from_pretrained(Matrix<T> weight, Vector<T> bias) {
+    if (bias.size() != weight.rows()) {
       throw std::invalid_argument(detail::concat(
-          "emb::Linear::from_pretrained: bias has shape (", bias->size(), "), expected (",
+          "emb::Linear::from_pretrained: bias has shape (", bias.size(), "), expected (",
           weight.rows(), ") for a weight of shape (", weight.rows(), ", ", weight.cols(), ")"));
     }
-    const bool has_bias = bias.has_value();
-    return Linear(std::move(weight), has_bias ? std::move(*bias) : Vector<T>(), has_bias);
+    return Linear(std::move(weight), std::move(bias), true);
   }
 
   Index in_features() const { return weight_.cols(); }
