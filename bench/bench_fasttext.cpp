@@ -163,21 +163,16 @@ void summarise(const std::map<std::string, bench::Result>& r) {
               g_model.c_str(), static_cast<int>(d.model->dim()), g_sup_model.c_str(),
               static_cast<int>(d.sup->dim()), static_cast<long long>(d.sup->nlabels()), d.lines);
   bench::Table table({"case", "emb", "emb batch", "fastText", "emb / fastText", "batch / fastText"});
-  table.add({"OOV word vectors (words/s)", per_second("fasttext/oov/emb_word_vector", kWords),
-             per_second("fasttext/oov/emb_word_vectors_batch", kWords),
-             per_second("fasttext/oov/fasttext_getWordVector", kWords),
-             bench::fixed(bench::speedup(r, "fasttext/oov/emb_word_vector",
-                                         "fasttext/oov/fasttext_getWordVector"), 2, "x"),
-             bench::fixed(bench::speedup(r, "fasttext/oov/emb_word_vectors_batch",
-                                         "fasttext/oov/fasttext_getWordVector"), 2, "x")});
-  const auto lines = static_cast<double>(d.lines);
-  table.add({"predict k=1 (lines/s)", per_second("fasttext/predict/emb_predict", lines),
-             per_second("fasttext/predict/emb_predict_lines", lines),
-             per_second("fasttext/predict/fasttext_predictLine", lines),
-             bench::fixed(bench::speedup(r, "fasttext/predict/emb_predict",
-                                         "fasttext/predict/fasttext_predictLine"), 2, "x"),
-             bench::fixed(bench::speedup(r, "fasttext/predict/emb_predict_lines",
-                                         "fasttext/predict/fasttext_predictLine"), 2, "x")});
+  const auto row = [&](const char* what, const std::string& single, const std::string& batch,
+                       const std::string& theirs, double items) {
+    table.add({what, per_second(single, items), per_second(batch, items), per_second(theirs, items),
+               bench::fixed(bench::speedup(r, single, theirs), 2, "x"),
+               bench::fixed(bench::speedup(r, batch, theirs), 2, "x")});
+  };
+  row("OOV word vectors (words/s)", "fasttext/oov/emb_word_vector",
+      "fasttext/oov/emb_word_vectors_batch", "fasttext/oov/fasttext_getWordVector", kWords);
+  row("predict k=1 (lines/s)", "fasttext/predict/emb_predict", "fasttext/predict/emb_predict_lines",
+      "fasttext/predict/fasttext_predictLine", static_cast<double>(d.lines));
   table.print();
   std::printf("\n");
   bench::Table verdict({"target", "measured", "goal", "verdict"});

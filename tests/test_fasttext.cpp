@@ -140,6 +140,17 @@ std::vector<std::pair<std::string, float>> named(
   return out;
 }
 
+// predict_lines on `text` against the lines predict-prob printed for it.
+void check_predict_lines(const FastText& ft, const std::string& text, int k, float threshold,
+                         const std::vector<std::string>& printed, const std::string& what) {
+  const auto batch = ft.predict_lines(text, k, threshold);
+  REQUIRE(batch.size() == printed.size());
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    check_ranked(named(ft, batch[i]), printed_pairs(printed[i]), 6,
+                 what + " line " + std::to_string(i + 1));
+  }
+}
+
 struct ModelFile {
   std::string name;  // file name in tests/data/fasttext
   std::string tag;   // prefix of its expected outputs
@@ -304,13 +315,10 @@ TEST_CASE("FastText: predict gives predict-prob's labels and probabilities, in i
       CAPTURE(run.file);
       const auto printed = lines_of(expected(m.tag, run.file));
       REQUIRE(printed.size() == lines.size());
-      const auto batch = ft.predict_lines(text, run.k, run.threshold);
-      REQUIRE(batch.size() == lines.size());
+      check_predict_lines(ft, text, run.k, run.threshold, printed, m.name + " (predict_lines)");
       for (std::size_t i = 0; i < lines.size(); ++i) {
-        const auto want = printed_pairs(printed[i]);
-        const std::string what = m.name + " line " + std::to_string(i + 1);
-        check_ranked(named(ft, batch[i]), want, 6, what + " (predict_lines)");
-        check_ranked(ft.predict(lines[i], run.k, run.threshold), want, 6, what + " (predict)");
+        check_ranked(ft.predict(lines[i], run.k, run.threshold), printed_pairs(printed[i]), 6,
+                     m.name + " line " + std::to_string(i + 1) + " (predict)");
       }
     }
   }
@@ -323,13 +331,8 @@ TEST_CASE("FastText: a last line without a newline has no </s>, as fastText read
     if (!m.supervised) continue;
     CAPTURE(m.name);
     const FastText ft = FastText::load(dir + m.name);
-    const auto printed = lines_of(expected(m.tag, "predict_no_final_newline"));
-    const auto batch = ft.predict_lines(text, 2);
-    REQUIRE(batch.size() == printed.size());
-    for (std::size_t i = 0; i < batch.size(); ++i) {
-      check_ranked(named(ft, batch[i]), printed_pairs(printed[i]), 6,
-                   m.name + " line " + std::to_string(i + 1));
-    }
+    check_predict_lines(ft, text, 2, 0.0f, lines_of(expected(m.tag, "predict_no_final_newline")),
+                        m.name);
     // The same last line passed alone gets its </s>, as one ending with '\n' does.
     const std::string last = lines_of(text).back();
     const auto with_eos = ft.predict_lines(last + "\n", 2);
@@ -369,12 +372,8 @@ TEST_CASE("FastText: hand-made softmax model, worked out by hand") {
   CHECK(ft.predict("good", 1).size() == 1);
   CHECK(ft.predict("good", 1, 0.9f).empty());
 
-  const auto printed = lines_of(expected("tiny_softmax_bin", "predict_all"));
-  const auto batch = ft.predict_lines(slurp(dir + "queries/tiny_lines.txt"), -1);
-  REQUIRE(batch.size() == printed.size());
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    check_ranked(named(ft, batch[i]), printed_pairs(printed[i]), 6, "tiny line " + std::to_string(i));
-  }
+  check_predict_lines(ft, slurp(dir + "queries/tiny_lines.txt"), -1, 0.0f,
+                      lines_of(expected("tiny_softmax_bin", "predict_all")), "tiny_softmax");
 }
 
 TEST_CASE("FastText: hand-made hs model: the Huffman tree fastText builds from label counts") {
@@ -397,12 +396,8 @@ TEST_CASE("FastText: hand-made hs model: the Huffman tree fastText builds from l
   CHECK(ft.predict("x", 1).size() == 1);
   CHECK(ft.predict("x", -1, 0.3f).size() == 2);
 
-  const auto printed = lines_of(expected("tiny_hs_bin", "predict_all"));
-  const auto batch = ft.predict_lines(slurp(dir + "queries/tiny_lines.txt"), -1);
-  REQUIRE(batch.size() == printed.size());
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    check_ranked(named(ft, batch[i]), printed_pairs(printed[i]), 6, "tiny line " + std::to_string(i));
-  }
+  check_predict_lines(ft, slurp(dir + "queries/tiny_lines.txt"), -1, 0.0f,
+                      lines_of(expected("tiny_hs_bin", "predict_all")), "tiny_hs");
 }
 
 TEST_CASE("FastText: subwords are print-ngrams' n-grams and their rows hold its vectors") {
