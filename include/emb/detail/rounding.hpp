@@ -32,7 +32,7 @@ inline std::uint16_t bits16(S v) noexcept {
 template <class S>
 inline S from_bits16(std::uint16_t b) noexcept {
   S v;
-  std::memcpy(&v, &b, 2);
+  std::memcpy(static_cast<void*>(&v), &b, 2);
   return v;
 }
 
