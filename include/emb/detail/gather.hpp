@@ -92,8 +92,10 @@ inline GatherPlan plan_gather(const TableView<Codec>& view, std::size_t n) noexc
 }
 
 // Positions [begin, end) of an already validated gather; `copy(dst, src_row)` moves one row.
+// The view is taken by value: a local copy cannot alias the rows being written, so its data
+// pointer and stride stay in registers across the loop.
 template <class T, class Codec, class Copy>
-inline void gather_range(const TableView<Codec>& view, const Index* idx, std::size_t begin,
+inline void gather_range(const TableView<Codec> view, const Index* idx, std::size_t begin,
                          std::size_t end, T* out, Index out_stride, std::size_t prefetch_rows,
                          Copy copy) noexcept {
   std::size_t i = begin;
