@@ -407,13 +407,9 @@ class FastText {
                                      counts.end());
   }
 
-  // WORKAROUND until EmbeddingBag::forward(indices, offsets) const is on main: forward is not
-  // const because max_norm rewrites the looked-up rows before pooling; this table never has
-  // max_norm, so the call only reads it (and is safe from several threads). Every bag lookup
-  // of this class goes through here; switch to the const forward when it lands.
-  Matrix<float> pool(IndexSpan ids, IndexSpan offsets) const {
-    return const_cast<EmbeddingBag<float>&>(input_).forward(ids, offsets);
-  }
+  // Every bag lookup of this class: the const forward (the table has no max_norm), safe from
+  // several threads at once.
+  Matrix<float> pool(IndexSpan ids, IndexSpan offsets) const { return input_.forward(ids, offsets); }
 
   static std::string_view one_line(const char* where, std::string_view line) {
     if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
