@@ -15,3 +15,4 @@
 #include "io/npy.hpp"
 #include "io/word2vec.hpp"
 #include "io/glove.hpp"
+#include "fasttext.hpp"
