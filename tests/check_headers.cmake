@@ -24,9 +24,23 @@ set(flags -fsyntax-only -Wall -Wextra -Wshadow -Wconversion -Wsign-conversion -p
 foreach(dir IN LISTS EIGEN_INCLUDE_DIR)
   list(APPEND flags -isystem ${dir})
 endforeach()
+# nlohmann/json for the safetensors headers. -idirafter, not -isystem: its directory is often
+# /usr/include itself, which -isystem would move ahead of the C++ library's own headers.
+foreach(dir IN LISTS JSON_INCLUDE_DIR)
+  list(APPEND flags -idirafter ${dir})
+endforeach()
 
 file(GLOB_RECURSE headers RELATIVE ${EMB_INCLUDE_DIR} ${EMB_INCLUDE_DIR}/emb/*.hpp)
 list(SORT headers)
+# Headers whose optional dependency was not found (SKIP_HEADERS_REGEX matches their paths).
+if(SKIP_HEADERS_REGEX)
+  set(skipped ${headers})
+  list(FILTER skipped INCLUDE REGEX "${SKIP_HEADERS_REGEX}")
+  list(FILTER headers EXCLUDE REGEX "${SKIP_HEADERS_REGEX}")
+  if(skipped)
+    message("skipped (optional dependency not found): ${skipped}")
+  endif()
+endif()
 file(MAKE_DIRECTORY ${WORK_DIR})
 set(failures 0)
 set(checked 0)
