@@ -61,9 +61,11 @@ std::size_t resident_bytes() {
 }
 
 std::string npy_path(const Size& s) { return (g_dir / (std::string(s.label) + ".npy")).string(); }
+#ifdef EMB_BENCH_SAFETENSORS
 std::string st_path(const Size& s) {
   return (g_dir / (std::string(s.label) + ".safetensors")).string();
 }
+#endif
 
 void write_files() {
   g_dir = fs::temp_directory_path() / ("emb-bench-mapped-" + std::to_string(std::random_device{}()));

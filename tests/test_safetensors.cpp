@@ -428,7 +428,9 @@ TEST_CASE("SafeTensors::open: files the reference implementation accepts") {
         {"F8_E5M2", 8}, {"F8_E4M3", 8}, {"F8_E8M0", 8}, {"F8_E4M3FNUZ", 8}, {"F8_E5M2FNUZ", 8},
         {"I16", 16}, {"U16", 16}, {"F16", 16}, {"BF16", 16}, {"I32", 32}, {"U32", 32},
         {"F32", 32}, {"C64", 64}, {"F64", 64}, {"I64", 64}, {"U64", 64}};
-    for (const auto& [dtype, bits] : dtypes) {
+    for (const auto& entry : dtypes) {
+      const char* dtype = entry.first;  // not a structured binding: a lambda below captures it
+      const int bits = entry.second;
       CAPTURE(dtype);
       // Four elements: a whole number of bytes for every width (4 x 6 bits = 3 bytes).
       const std::size_t bytes = static_cast<std::size_t>(4 * bits / 8);
