@@ -18,6 +18,7 @@
 #include <emb/io/safetensors.hpp>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -215,6 +216,35 @@ TEST_CASE("SafeTensors::map: zero-copy views of F32, F64, F16 and BF16 tensors w
   CHECK(same_bits(d.view(), data_table()));
   CHECK(d.path() == path);
   CHECK(d.file_offset() == st.info("table.f64").offset);
+}
+
+TEST_CASE("SafeTensors::map: mapping a 1 GiB tensor costs no resident memory") {
+  // A sparse file: the header, then 1 GiB of BF16 the file system never stores.
+  TempDir dir("emb-st");
+  const std::uint64_t rows = std::uint64_t{1} << 23, cols = 64, bytes = rows * cols * 2;
+  std::string header = "{\"model.embed_tokens.weight\":{\"dtype\":\"BF16\",\"shape\":[" +
+                       std::to_string(rows) + "," + std::to_string(cols) +
+                       "],\"data_offsets\":[0," + std::to_string(bytes) + "]}}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  const std::string path = dir.write("big.safetensors", st_bytes(header));
+  fs::resize_file(path, 8 + header.size() + bytes);
+  const std::size_t before = emb_test::resident_bytes();
+  const auto st = SafeTensors::open(path);
+  const auto m = st.map<emb::bfloat16>("model.embed_tokens.weight");
+  CHECK(emb_test::resident_bytes() < before + (std::size_t{4} << 20));
+  CHECK(static_cast<std::uint64_t>(m.rows()) == rows);
+  emb_test::require_maps_file_at(m.data(), m.size_bytes(), path, 8 + header.size(), true);
+  CHECK(static_cast<float>(m.view()(static_cast<Index>(rows) - 1, 63)) == 0.0f);
+}
+
+TEST_CASE("SafeTensors: copies share the open file and outlive the original") {
+  std::optional<SafeTensors> copy;
+  {
+    const auto st = SafeTensors::open(data("st_reference.safetensors"));
+    copy = st;
+  }
+  CHECK(copy->size() == 8);
+  CHECK(same_bits(copy->load<double>("table.f64"), data_table()));
 }
 
 TEST_CASE("SafeTensors::map: a dtype other than S's, or data misaligned for S, is refused pointing to load") {
