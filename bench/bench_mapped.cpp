@@ -18,7 +18,6 @@
 #endif
 
 #include <benchmark/benchmark.h>
-
 #include <unistd.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -68,7 +67,8 @@ std::string st_path(const Size& s) {
 #endif
 
 void write_files() {
-  g_dir = fs::temp_directory_path() / ("emb-bench-mapped-" + std::to_string(std::random_device{}()));
+  g_dir =
+      fs::temp_directory_path() / ("emb-bench-mapped-" + std::to_string(std::random_device{}()));
   fs::create_directories(g_dir);
   for (const Size& s : kSizes) {
     Matrix<float> table(s.rows, kDim);
@@ -173,8 +173,7 @@ void register_all() {
 #ifdef EMB_BENCH_SAFETENSORS
     benchmark::RegisterBenchmark(name("safetensors_map", s).c_str(), BM_SafeTensorsMap, s)
         ->Unit(benchmark::kMicrosecond);
-    slow(benchmark::RegisterBenchmark(name("safetensors_load", s).c_str(), BM_SafeTensorsLoad,
-                                      s));
+    slow(benchmark::RegisterBenchmark(name("safetensors_load", s).c_str(), BM_SafeTensorsLoad, s));
 #endif
   }
 }
@@ -192,20 +191,22 @@ std::optional<double> resident(const std::string& n) {
 }
 
 void summarise(const std::map<std::string, bench::Result>& r) {
-  std::printf("\nOpening a float table of %d columns: wall time per open, resident memory of one "
-              "opened table\n",
-              static_cast<int>(kDim));
+  std::printf(
+      "\nOpening a float table of %d columns: wall time per open, resident memory of one "
+      "opened table\n",
+      static_cast<int>(kDim));
   bench::Table table({"case", "4 MiB: ms", "4 MiB: MiB resident", "1 GiB: ms",
                       "1 GiB: MiB resident", "1 GiB: load time / this"});
-  const char* cases[] = {"map_npy", "safetensors_map", "map_npy+warm", "load_npy",
-                         "safetensors_load", "memcpy"};
+  const char* cases[] = {"map_npy",  "safetensors_map",  "map_npy+warm",
+                         "load_npy", "safetensors_load", "memcpy"};
   for (const char* c : cases) {
     const std::string small = name(c, kSizes[0]), large = name(c, kSizes[1]);
     if (!bench::find(r, large) && !bench::find(r, small)) continue;
     const std::string kind = std::string(c).find("safetensors") == 0 ? "safetensors" : "npy";
     std::optional<double> ratio;  // for the ways that map: how many times faster than loading
     if (std::string(c).find("map") != std::string::npos) {
-      const auto load = wall_ms(r, name(kind == "npy" ? "load_npy" : "safetensors_load", kSizes[1]));
+      const auto load =
+          wall_ms(r, name(kind == "npy" ? "load_npy" : "safetensors_load", kSizes[1]));
       const auto map = wall_ms(r, large);
       if (load && map && *map > 0) ratio = *load / *map;
     }

@@ -83,7 +83,8 @@ int main() {
   bool same = true;
   for (std::size_t i = 0; i < ids.size(); ++i) {
     const auto r = static_cast<emb::Index>(i);
-    same = same && rows.row(r) == copy.row(ids[i]) && rows.row(r) == table.row(ids[i]).cast<float>();
+    same =
+        same && rows.row(r) == copy.row(ids[i]) && rows.row(r) == table.row(ids[i]).cast<float>();
   }
   std::printf("  same as load<float> and as the saved table: %s\n", same ? "yes" : "no");
   try {

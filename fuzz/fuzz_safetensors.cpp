@@ -69,20 +69,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // emb's writer: a header for these tables (sorted by name, as save_safetensors sorts them),
   // followed by zero bytes, must pass the same checks.
   std::sort(floats.begin(), floats.end());
-  floats.erase(std::unique(floats.begin(), floats.end(),
-                           [](const auto& a, const auto& b) { return std::get<0>(a) == std::get<0>(b); }),
-               floats.end());
-  const std::string header =
-      emb::io::detail::safetensors_header(floats, "F32", 4, layout.metadata);
+  floats.erase(
+      std::unique(floats.begin(), floats.end(),
+                  [](const auto& a, const auto& b) { return std::get<0>(a) == std::get<0>(b); }),
+      floats.end());
+  const std::string header = emb::io::detail::safetensors_header(floats, "F32", 4, layout.metadata);
   std::uint64_t bytes = 0;
   for (const auto& t : floats) {
-    bytes += static_cast<std::uint64_t>(std::get<1>(t)) * static_cast<std::uint64_t>(std::get<2>(t)) * 4;
+    bytes +=
+        static_cast<std::uint64_t>(std::get<1>(t)) * static_cast<std::uint64_t>(std::get<2>(t)) * 4;
   }
   if (header.size() > emb::io::detail::safetensors_max_header || bytes > (std::uint64_t{1} << 24)) {
     return 0;
   }
   std::string file(8, '\0');
-  for (int i = 0; i < 8; ++i) file[static_cast<std::size_t>(i)] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  for (int i = 0; i < 8; ++i)
+    file[static_cast<std::size_t>(i)] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
   file += header;
   file.append(static_cast<std::size_t>(bytes), '\0');
   const auto again = emb::io::detail::parse_safetensors(

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
@@ -12,8 +13,6 @@
 #include <optional>
 #include <sstream>
 #include <string>
-
-#include <unistd.h>
 
 namespace emb_test {
 

@@ -7,9 +7,6 @@
 // must barely grow when a 1 GiB file is mapped.
 #include <doctest/doctest.h>
 
-#include "mapping_util.hpp"
-#include "test_util.hpp"
-
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -23,11 +20,14 @@
 #include <utility>
 #include <vector>
 
+#include "mapping_util.hpp"
+#include "test_util.hpp"
+
 using emb::Index;
 using emb::Matrix;
+using emb::io::map_npy;
 using emb::io::MapMode;
 using emb::io::MappedMatrix;
-using emb::io::map_npy;
 namespace fs = std::filesystem;
 
 using emb_test::contains;
@@ -144,8 +144,7 @@ TEST_CASE("map_npy: mapping a 1 GiB file costs no resident memory, in either mod
     CHECK(m.rows() == rows);
     CHECK(m.size_bytes() == bytes);
     // The mapping spans the whole table; resident memory grew by well under 1% of it.
-    emb_test::require_maps_file_at(m.data(), m.size_bytes(), path, 128,
-                                   mode == MapMode::ReadOnly);
+    emb_test::require_maps_file_at(m.data(), m.size_bytes(), path, 128, mode == MapMode::ReadOnly);
     CHECK(after < before + (std::size_t{4} << 20));
     // Reading a few rows far apart brings in only their pages.
     float sum = 0;
@@ -200,7 +199,8 @@ TEST_CASE("map_npy: a ReadOnly table refuses writes and leaves the file's bytes 
   CHECK(read_bytes(path) == original);
 }
 
-TEST_CASE("map_npy: CopyOnWrite writes stay in this mapping; the file and other mappings keep theirs") {
+TEST_CASE(
+    "map_npy: CopyOnWrite writes stay in this mapping; the file and other mappings keep theirs") {
   TempDir dir("emb-mapped");
   const std::string path = dir.file("t.npy");
   fs::copy_file(data("f4_c_v1.npy"), path);
@@ -251,7 +251,9 @@ TEST_CASE("MappedMatrix: moves hand the mapping over; destruction unmaps it") {
   static_assert(std::is_nothrow_move_constructible_v<MappedMatrix<emb::bfloat16>>);
 }
 
-TEST_CASE("map_npy: files that cannot be used in place are refused, naming what they hold and what to call") {
+TEST_CASE(
+    "map_npy: files that cannot be used in place are refused, naming what they hold and what to "
+    "call") {
   const auto refusal = [](auto call) {
     const std::string msg = message_of<emb::io::FileError>(call);
     CHECK(contains(msg, "emb::io::map_npy"));
@@ -321,8 +323,9 @@ TEST_CASE("map_npy: a Fortran-order array of one row or one column is C order to
 
 TEST_CASE("map_npy: an empty table maps nothing and behaves as empty") {
   TempDir dir("emb-mapped");
-  const std::string path = dir.write(
-      "empty.npy", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4), }", "", 128));
+  const std::string path =
+      dir.write("empty.npy",
+                npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4), }", "", 128));
   auto m = map_npy<float>(path, MapMode::CopyOnWrite);
   CHECK(m.rows() == 0);
   CHECK(m.cols() == 4);
@@ -351,8 +354,9 @@ TEST_CASE("map_npy: malformed files and bad paths throw FileError naming the fil
   const std::string good = read_bytes(data("f4_c_v1.npy"));
   fails(dir.write("short.npy", good.substr(0, good.size() - 4)), "truncated");
   fails(dir.write("header.npy", good.substr(0, 40)), "truncated");
-  fails(dir.write("three.npy", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 2), }",
-                                         std::string(32, '\0'), 128)),
+  fails(dir.write("three.npy",
+                  npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 2), }",
+                            std::string(32, '\0'), 128)),
         "2-D");
 #ifdef __linux__
   fails("/dev/zero", "not a regular file");

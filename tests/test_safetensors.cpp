@@ -8,9 +8,6 @@
 // its writer produces for the simplest cases are its tests' expected bytes.
 #include <doctest/doctest.h>
 
-#include "mapping_util.hpp"
-#include "test_util.hpp"
-
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -23,6 +20,9 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "mapping_util.hpp"
+#include "test_util.hpp"
 
 using emb::Index;
 using emb::Matrix;
@@ -50,7 +50,8 @@ std::string st_bytes(const std::string& header, const std::string& bytes = "") {
 
 std::uint64_t header_length_of(const std::string& file) {
   std::uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(file[static_cast<std::size_t>(i)]);
+  for (int i = 7; i >= 0; --i)
+    n = (n << 8) | static_cast<unsigned char>(file[static_cast<std::size_t>(i)]);
   return n;
 }
 
@@ -91,7 +92,8 @@ SafeTensors opened(const TempDir& dir, const std::string& bytes) {
 
 }  // namespace
 
-TEST_CASE("SafeTensors: a file laid out as the reference writes it lists its tensors in file order") {
+TEST_CASE(
+    "SafeTensors: a file laid out as the reference writes it lists its tensors in file order") {
   const std::string path = data("st_reference.safetensors");
   const auto st = SafeTensors::open(path);
   CHECK(st.path() == path);
@@ -111,10 +113,14 @@ TEST_CASE("SafeTensors: a file laid out as the reference writes it lists its ten
     std::vector<std::uint64_t> shape;
     std::uint64_t begin, end;
   };
-  const Expect expected[] = {{"ids", "I64", {3}, 0, 24},          {"table.f64", "F64", {3, 4}, 24, 120},
-                             {"cube", "F32", {2, 2, 3}, 120, 168}, {"empty", "F32", {0, 4}, 168, 168},
-                             {"scalar", "F32", {}, 168, 172},      {"table.f32", "F32", {3, 4}, 172, 220},
-                             {"table.bf16", "BF16", {3, 4}, 220, 244}, {"table.f16", "F16", {3, 4}, 244, 268}};
+  const Expect expected[] = {{"ids", "I64", {3}, 0, 24},
+                             {"table.f64", "F64", {3, 4}, 24, 120},
+                             {"cube", "F32", {2, 2, 3}, 120, 168},
+                             {"empty", "F32", {0, 4}, 168, 168},
+                             {"scalar", "F32", {}, 168, 172},
+                             {"table.f32", "F32", {3, 4}, 172, 220},
+                             {"table.bf16", "BF16", {3, 4}, 220, 244},
+                             {"table.f16", "F16", {3, 4}, 244, 268}};
   for (const auto& e : expected) {
     CAPTURE(e.name);
     const auto& info = st.info(e.name);
@@ -150,7 +156,8 @@ TEST_CASE("SafeTensors::load: F64, F32, F16 and BF16 give PyTorch's values, bit 
   CHECK(st.load<float>("table.bf16")(1, 1) == 1.0f + std::ldexp(1.0f, -6));
 }
 
-TEST_CASE("SafeTensors::load: the last dimension is the columns, the others are flattened into rows") {
+TEST_CASE(
+    "SafeTensors::load: the last dimension is the columns, the others are flattened into rows") {
   const auto st = SafeTensors::open(data("st_reference.safetensors"));
   const Matrix<float> cube = st.load<float>("cube");  // (2, 2, 3) -> (4, 3), values k / 4
   REQUIRE(cube.rows() == 4);
@@ -183,7 +190,8 @@ TEST_CASE("SafeTensors::load / map: other dtypes and unknown names are refused b
   CHECK_THROWS_AS(st.map<float>("nope"), std::out_of_range);
 }
 
-TEST_CASE("SafeTensors::map: zero-copy views of F32, F64, F16 and BF16 tensors with the stored bits") {
+TEST_CASE(
+    "SafeTensors::map: zero-copy views of F32, F64, F16 and BF16 tensors with the stored bits") {
   const std::string path = data("st_reference.safetensors");
   const auto st = SafeTensors::open(path);
   const Matrix<float> bf16 = emb::io::load_npy<float>(data("st_bf16_as_f32.npy"));
@@ -201,7 +209,8 @@ TEST_CASE("SafeTensors::map: zero-copy views of F32, F64, F16 and BF16 tensors w
     }
   }
   CHECK(b.view()(0, 3).value == 0x3dcd);  // 0.1 to nearest bfloat16, worked out by hand
-  emb_test::require_maps_file_at(b.data(), b.size_bytes(), path, st.info("table.bf16").offset, true);
+  emb_test::require_maps_file_at(b.data(), b.size_bytes(), path, st.info("table.bf16").offset,
+                                 true);
 
   const auto h = st.map<emb::half>("table.f16");
   CHECK(same_bits(Matrix<float>(h.view().cast<float>()), f16));
@@ -211,7 +220,8 @@ TEST_CASE("SafeTensors::map: zero-copy views of F32, F64, F16 and BF16 tensors w
 
   const auto f = st.map<float>("table.f32", MapMode::CopyOnWrite);
   CHECK(same_bits(f.view(), emb::io::load_npy<float>(data("f4_c_v1.npy"))));
-  emb_test::require_maps_file_at(f.data(), f.size_bytes(), path, st.info("table.f32").offset, false);
+  emb_test::require_maps_file_at(f.data(), f.size_bytes(), path, st.info("table.f32").offset,
+                                 false);
   const auto d = st.map<double>("table.f64");
   CHECK(same_bits(d.view(), data_table()));
   CHECK(d.path() == path);
@@ -247,7 +257,9 @@ TEST_CASE("SafeTensors: copies share the open file and outlive the original") {
   CHECK(same_bits(copy->load<double>("table.f64"), data_table()));
 }
 
-TEST_CASE("SafeTensors::map: a dtype other than S's, or data misaligned for S, is refused pointing to load") {
+TEST_CASE(
+    "SafeTensors::map: a dtype other than S's, or data misaligned for S, is refused pointing to "
+    "load") {
   const auto st = SafeTensors::open(data("st_reference.safetensors"));
   std::string msg = message_of<emb::io::FileError>([&] { st.map<float>("table.bf16"); });
   CHECK(contains(msg, "emb::io::SafeTensors::map"));
@@ -288,7 +300,9 @@ TEST_CASE("SafeTensors::map: the mapping outlives the SafeTensors object and a r
   CHECK(m.view() == original);
 }
 
-TEST_CASE("SafeTensors: an open file keeps reading the file it checked, whatever the name points to later") {
+TEST_CASE(
+    "SafeTensors: an open file keeps reading the file it checked, whatever the name points to "
+    "later") {
   TempDir dir("emb-st");
   const std::string path = dir.file("t.safetensors");
   const Matrix<float> first = data_table().cast<float>();
@@ -299,7 +313,9 @@ TEST_CASE("SafeTensors: an open file keeps reading the file it checked, whatever
   CHECK(st.map<float>("w").view() == first);
 }
 
-TEST_CASE("SafeTensors::map: ReadOnly refuses writes, CopyOnWrite writes to memory; the file never changes") {
+TEST_CASE(
+    "SafeTensors::map: ReadOnly refuses writes, CopyOnWrite writes to memory; the file never "
+    "changes") {
   TempDir dir("emb-st");
   const std::string path = dir.file("t.safetensors");
   fs::copy_file(data("st_reference.safetensors"), path);
@@ -313,7 +329,8 @@ TEST_CASE("SafeTensors::map: ReadOnly refuses writes, CopyOnWrite writes to memo
     cow.mutable_view().setConstant(emb::bfloat16(3.0f));
     CHECK(static_cast<float>(cow.view()(2, 2)) == 3.0f);
     CHECK(ro.view()(0, 3).value == 0x3dcd);
-    CHECK(st.load<float>("table.bf16")(0, 3) == emb::io::load_npy<float>(data("st_bf16_as_f32.npy"))(0, 3));
+    CHECK(st.load<float>("table.bf16")(0, 3) ==
+          emb::io::load_npy<float>(data("st_bf16_as_f32.npy"))(0, 3));
   }
   CHECK(read_bytes(path) == original);
 }
@@ -395,12 +412,19 @@ TEST_CASE("save_safetensors: bad names or metadata throw invalid_argument and wr
   bad([&] { emb::io::save_safetensors<float>(path, {{"w", a}, {"w", a}}); }, "given twice");
   bad([&] { emb::io::save_safetensors<float>(path, {{"__metadata__", a}}); }, "__metadata__");
   bad([&] { emb::io::save_safetensors<float>(path, {{"\xff", a}}); }, "not valid UTF-8");
-  bad([&] { emb::io::save_safetensors<float>(path, {{"w", a}}, {{"k", "\xc0\x80"}}); },
+  bad(
+      [&] {
+        emb::io::save_safetensors<float>(path, {{"w", a}}, {{"k", "\xc0\x80"}});
+      },
       "not valid UTF-8");
-  bad([&] { emb::io::save_safetensors<float>(path, {}, {{"\xed\xa0\x80", "v"}}); },
+  bad(
+      [&] {
+        emb::io::save_safetensors<float>(path, {}, {{"\xed\xa0\x80", "v"}});
+      },
       "not valid UTF-8");
   // The reference's limit on the header: 100,000,000 bytes.
-  bad([&] {
+  bad(
+      [&] {
         emb::io::save_safetensors<float>(path, {}, {{"big", std::string(100'000'000, 'a')}});
       },
       "limit");
@@ -410,7 +434,9 @@ TEST_CASE("SafeTensors::open: files the reference implementation accepts") {
   TempDir dir("emb-st");
   const std::string i32x4(16, '\0');
   SUBCASE("its deserialization test, a header not padded to 8 bytes") {
-    const auto st = opened(dir, st_bytes("{\"test\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", i32x4));
+    const auto st = opened(
+        dir,
+        st_bytes("{\"test\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", i32x4));
     CHECK(st.info("test").dtype == "I32");
     CHECK(st.info("test").offset == 68);
   }
@@ -421,7 +447,8 @@ TEST_CASE("SafeTensors::open: files the reference implementation accepts") {
               .shape.empty());
   }
   SUBCASE("a tensor with no elements, at offset 0 with no bytes") {
-    const auto st = opened(dir, st_bytes("{\"test\":{\"dtype\":\"I32\",\"shape\":[2,0],\"data_offsets\":[0, 0]}}"));
+    const auto st = opened(
+        dir, st_bytes("{\"test\":{\"dtype\":\"I32\",\"shape\":[2,0],\"data_offsets\":[0, 0]}}"));
     CHECK(st.info("test").shape == std::vector<std::uint64_t>{2, 0});
     CHECK(st.info("test").size_bytes() == 0);
     CHECK(st.info("test").offset == 68);
@@ -439,35 +466,38 @@ TEST_CASE("SafeTensors::open: files the reference implementation accepts") {
     CHECK(st.info("t").shape == std::vector<std::uint64_t>{2});
   }
   SUBCASE("__metadata__ null is no metadata; empty names and escapes are names") {
-    const auto st = opened(dir, st_bytes("{\"__metadata__\":null,\"\":{\"dtype\":\"U8\",\"shape\":[1],"
-                                         "\"data_offsets\":[0,1]},\"a\\u0000\\\"b\\u4f18\":{\"dtype\":"
-                                         "\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
-                                         "xy"));
+    const auto st =
+        opened(dir, st_bytes("{\"__metadata__\":null,\"\":{\"dtype\":\"U8\",\"shape\":[1],"
+                             "\"data_offsets\":[0,1]},\"a\\u0000\\\"b\\u4f18\":{\"dtype\":"
+                             "\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
+                             "xy"));
     CHECK(st.metadata().empty());
     CHECK(st.names() == std::vector<std::string>{"", std::string("a\0\"b\xe4\xbc\x98", 7)});
   }
   SUBCASE("tensors listed in any order in the header; offsets decide the file order") {
-    const auto st = opened(dir, st_bytes("{\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[1,3]},"
-                                         "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
-                                         "xyz"));
+    const auto st =
+        opened(dir, st_bytes("{\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[1,3]},"
+                             "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
+                             "xyz"));
     CHECK(st.names() == std::vector<std::string>{"a", "b"});
   }
   SUBCASE("every dtype of the format") {
     const std::pair<const char*, int> dtypes[] = {
-        {"BOOL", 8}, {"F4", 4}, {"F6_E2M3", 6}, {"F6_E3M2", 6}, {"U8", 8}, {"I8", 8},
-        {"F8_E5M2", 8}, {"F8_E4M3", 8}, {"F8_E8M0", 8}, {"F8_E4M3FNUZ", 8}, {"F8_E5M2FNUZ", 8},
-        {"I16", 16}, {"U16", 16}, {"F16", 16}, {"BF16", 16}, {"I32", 32}, {"U32", 32},
-        {"F32", 32}, {"C64", 64}, {"F64", 64}, {"I64", 64}, {"U64", 64}};
+        {"BOOL", 8},        {"F4", 4},      {"F6_E2M3", 6}, {"F6_E3M2", 6}, {"U8", 8},
+        {"I8", 8},          {"F8_E5M2", 8}, {"F8_E4M3", 8}, {"F8_E8M0", 8}, {"F8_E4M3FNUZ", 8},
+        {"F8_E5M2FNUZ", 8}, {"I16", 16},    {"U16", 16},    {"F16", 16},    {"BF16", 16},
+        {"I32", 32},        {"U32", 32},    {"F32", 32},    {"C64", 64},    {"F64", 64},
+        {"I64", 64},        {"U64", 64}};
     for (const auto& entry : dtypes) {
       const char* dtype = entry.first;  // not a structured binding: a lambda below captures it
       const int bits = entry.second;
       CAPTURE(dtype);
       // Four elements: a whole number of bytes for every width (4 x 6 bits = 3 bytes).
       const std::size_t bytes = static_cast<std::size_t>(4 * bits / 8);
-      const auto st = opened(dir, st_bytes(std::string("{\"t\":{\"dtype\":\"") + dtype +
-                                               "\",\"shape\":[4],\"data_offsets\":[0," +
-                                               std::to_string(bytes) + "]}}",
-                                           std::string(bytes, '\0')));
+      const auto st = opened(
+          dir, st_bytes(std::string("{\"t\":{\"dtype\":\"") + dtype +
+                            "\",\"shape\":[4],\"data_offsets\":[0," + std::to_string(bytes) + "]}}",
+                        std::string(bytes, '\0')));
       CHECK(st.info("t").dtype == dtype);
       const bool float_type = std::string(dtype) == "F64" || std::string(dtype) == "F32" ||
                               std::string(dtype) == "F16" || std::string(dtype) == "BF16";
@@ -481,9 +511,12 @@ TEST_CASE("SafeTensors::open: files the reference implementation accepts") {
   }
 }
 
-TEST_CASE("SafeTensors::open: every malformed file named by the reference's rules throws, naming the fault") {
+TEST_CASE(
+    "SafeTensors::open: every malformed file named by the reference's rules throws, naming the "
+    "fault") {
   const std::string i32x4(16, '\0');
-  const std::string test_i32 = "{\"test\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}";
+  const std::string test_i32 =
+      "{\"test\":{\"dtype\":\"I32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}";
   SUBCASE("under 8 bytes: empty, 7 bytes") {
     refused("", "the file has 0 bytes");
     refused("\x01\x02\x03\x04\x05\x06\x07", "the file has 7 bytes");
@@ -508,7 +541,8 @@ TEST_CASE("SafeTensors::open: every malformed file named by the reference's rule
     refused(std::string("\x01\0\0\0\0\0\0\0{", 9), "not valid JSON");
     refused(st_bytes(test_i32.substr(0, 40)), "not valid JSON");  // truncated
     refused(st_bytes("{} x"), "not valid JSON");
-    refused(st_bytes(std::string("{}\0\0\0\0\0\0", 8)), "not valid JSON");  // NUL padding is not whitespace
+    refused(st_bytes(std::string("{}\0\0\0\0\0\0", 8)),
+            "not valid JSON");  // NUL padding is not whitespace
     refused(st_bytes(""), "not valid JSON");
     refused(st_bytes("{\"__metadata__\":{\"k\":\"v\",}}"), "not valid JSON");
     refused(st_bytes(std::string("{\"__metadata__\":{\"k\":\"\0\"}}", 26)), "NUL byte");
@@ -523,8 +557,10 @@ TEST_CASE("SafeTensors::open: every malformed file named by the reference's rule
             "the name \"a\" appears twice");
     refused(st_bytes("{\"__metadata__\":{},\"__metadata__\":{}}"), "appears twice");
     refused(st_bytes("{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}"), "the key \"k\" twice");
-    refused(st_bytes("{\"t\":{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", "x"),
-            "has the field 'dtype' twice");
+    refused(
+        st_bytes("{\"t\":{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}",
+                 "x"),
+        "has the field 'dtype' twice");
   }
   SUBCASE("__metadata__ that is not a map of strings") {
     refused(st_bytes("{\"__metadata__\":{\"k\":1}}"), "__metadata__ maps \"k\" to a number (1)");
@@ -557,8 +593,11 @@ TEST_CASE("SafeTensors::open: every malformed file named by the reference's rule
             "data_offsets is an object");
     refused(st_bytes("{\"t\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,-1]}}", "x"),
             "data_offsets holds a negative number");
-    refused(st_bytes("{\"t\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,18446744073709551616]}}", "x"),
-            "data_offsets holds a number that is not a non-negative integer");
+    refused(
+        st_bytes(
+            "{\"t\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,18446744073709551616]}}",
+            "x"),
+        "data_offsets holds a number that is not a non-negative integer");
   }
   SUBCASE("an unknown dtype") {
     refused(st_bytes("{\"t\":{\"dtype\":\"F33\",\"shape\":[1],\"data_offsets\":[0,4]}}", "xxxx"),
@@ -566,13 +605,16 @@ TEST_CASE("SafeTensors::open: every malformed file named by the reference's rule
     refused(st_bytes("{\"t\":{\"dtype\":\"f32\",\"shape\":[1],\"data_offsets\":[0,4]}}", "xxxx"),
             "unknown dtype \"f32\"");
   }
-  SUBCASE("offsets that overlap (the reference's JSON-attack test), leave a gap, or end before they begin") {
+  SUBCASE(
+      "offsets that overlap (the reference's JSON-attack test), leave a gap, or end before they "
+      "begin") {
     std::string ten = "{";
     for (int i = 0; i < 10; ++i) {
       ten += (i ? ",\"weight_" : "\"weight_") + std::to_string(i) +
              "\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}";
     }
-    refused(st_bytes(ten + "}", i32x4), "overlap the bytes of tensor \"weight_0\", which end at 16");
+    refused(st_bytes(ten + "}", i32x4),
+            "overlap the bytes of tensor \"weight_0\", which end at 16");
     refused(st_bytes("{\"t\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", "xy"),
             "leave a gap: bytes [0, 1) of the data belong to no tensor");
     refused(st_bytes("{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
@@ -594,22 +636,31 @@ TEST_CASE("SafeTensors::open: every malformed file named by the reference's rule
   }
   SUBCASE("a shape whose size overflows 64 bits (the reference's overflow tests)") {
     refused(std::string("O\0\0\0\0\0\0\0", 8) +
-                "{\"test\":{\"dtype\":\"I32\",\"shape\":[2,18446744073709551614],\"data_offsets\":[0,16]}}" + i32x4,
+                "{\"test\":{\"dtype\":\"I32\",\"shape\":[2,18446744073709551614],\"data_offsets\":["
+                "0,16]}}" +
+                i32x4,
             "more elements than 64 bits can count");
     refused(std::string("N\0\0\0\0\0\0\0", 8) +
-                "{\"test\":{\"dtype\":\"I32\",\"shape\":[2,9223372036854775807],\"data_offsets\":[0,16]}}" + i32x4,
+                "{\"test\":{\"dtype\":\"I32\",\"shape\":[2,9223372036854775807],\"data_offsets\":["
+                "0,16]}}" +
+                i32x4,
             "more bits than 64 bits can count");
   }
   SUBCASE("sub-byte values that are not a whole number of bytes") {
     refused(st_bytes("{\"t\":{\"dtype\":\"F4\",\"shape\":[1,3],\"data_offsets\":[0,2]}}", "xy"),
             "(4-bit values) is not a whole number of bytes");
     TempDir dir("emb-st");  // ... while [1, 2] is one byte
-    CHECK(opened(dir, st_bytes("{\"t\":{\"dtype\":\"F4\",\"shape\":[1,2],\"data_offsets\":[0,1]}}", "x")).size() == 1);
+    CHECK(opened(dir,
+                 st_bytes("{\"t\":{\"dtype\":\"F4\",\"shape\":[1,2],\"data_offsets\":[0,1]}}", "x"))
+              .size() == 1);
   }
-  SUBCASE("bytes left over after the last tensor, or missing (the reference's incomplete-buffer tests)") {
+  SUBCASE(
+      "bytes left over after the last tensor, or missing (the reference's incomplete-buffer "
+      "tests)") {
     refused(st_bytes(test_i32, i32x4 + "extra_bogus_data_for_polyglot_file"),
             "34 more bytes that belong to no tensor");
-    refused(st_bytes(test_i32, i32x4.substr(0, 14)), "the tensors need 16 bytes after the header, but the file has only 14");
+    refused(st_bytes(test_i32, i32x4.substr(0, 14)),
+            "the tensors need 16 bytes after the header, but the file has only 14");
     refused(st_bytes("{}", "x"), "1 more bytes");
   }
   SUBCASE("nesting deeper than 128 levels") {

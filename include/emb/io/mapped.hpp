@@ -146,8 +146,12 @@ class MappedMatrix {
     return reinterpret_cast<S*>(mapping_.data());
   }
 
-  Eigen::Map<const Matrix<S>> view() const { return Eigen::Map<const Matrix<S>>(data(), rows_, cols_); }
-  Eigen::Map<Matrix<S>> mutable_view() { return Eigen::Map<Matrix<S>>(mutable_data(), rows_, cols_); }
+  Eigen::Map<const Matrix<S>> view() const {
+    return Eigen::Map<const Matrix<S>>(data(), rows_, cols_);
+  }
+  Eigen::Map<Matrix<S>> mutable_view() {
+    return Eigen::Map<Matrix<S>>(mutable_data(), rows_, cols_);
+  }
 
   // The file mapped, as given when it was opened.
   const std::string& path() const noexcept { return path_; }
@@ -161,10 +165,18 @@ class MappedMatrix {
 #if EMB_IO_HAVE_MMAP
     int a = POSIX_MADV_NORMAL;
     switch (advice) {
-      case Advice::Normal: a = POSIX_MADV_NORMAL; break;
-      case Advice::Random: a = POSIX_MADV_RANDOM; break;
-      case Advice::Sequential: a = POSIX_MADV_SEQUENTIAL; break;
-      case Advice::WillNeed: a = POSIX_MADV_WILLNEED; break;
+      case Advice::Normal:
+        a = POSIX_MADV_NORMAL;
+        break;
+      case Advice::Random:
+        a = POSIX_MADV_RANDOM;
+        break;
+      case Advice::Sequential:
+        a = POSIX_MADV_SEQUENTIAL;
+        break;
+      case Advice::WillNeed:
+        a = POSIX_MADV_WILLNEED;
+        break;
     }
     return detail::advise(mapping_, a);
 #else
@@ -247,9 +259,10 @@ void check_npy_mappable(const NpyHeader& h, const std::string& path) {
   };
   const std::string call = emb::detail::concat("map_npy<", storage_name<S>(), ">");
   if constexpr (std::is_same_v<S, emb::bfloat16>) {
-    refuse(0, emb::detail::concat("the file holds ", npy_dtype_name(h), " values; .npy has no "
-                                  "bfloat16 dtype, so ", call, " cannot map it. Map it as ",
-                                  "map_npy<", storage_for_item_size(h.item_size),
+    refuse(0, emb::detail::concat("the file holds ", npy_dtype_name(h),
+                                  " values; .npy has no bfloat16 dtype, so ", call,
+                                  " cannot map it. Map it as map_npy<",
+                                  storage_for_item_size(h.item_size),
                                   ">, load a converted copy with load_npy, or keep bfloat16 "
                                   "tables in safetensors (SafeTensors::map<emb::bfloat16>)"));
   } else {
@@ -275,11 +288,11 @@ void check_npy_mappable(const NpyHeader& h, const std::string& path) {
                   "reorders it), or save it in C order: np.save(path, np.ascontiguousarray(a))"));
   }
   if (h.data_offset % alignof(S) != 0) {
-    refuse(h.data_offset,
-           emb::detail::concat("the array data starts at byte ", h.data_offset,
-                               ", which is not a multiple of ", alignof(S), " (the alignment of ",
-                               storage_name<S>(), "), so it cannot be used in place; load_npy "
-                               "reads it (np.save aligns the data to 64 bytes)"));
+    refuse(h.data_offset, emb::detail::concat("the array data starts at byte ", h.data_offset,
+                                              ", which is not a multiple of ", alignof(S),
+                                              " (the alignment of ", storage_name<S>(),
+                                              "), so it cannot be used in place; load_npy "
+                                              "reads it (np.save aligns the data to 64 bytes)"));
   }
 }
 

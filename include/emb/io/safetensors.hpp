@@ -126,7 +126,8 @@ class SafeTensors {
     // Read straight into the matrix when the bytes are T's; through a staging block otherwise.
     const bool direct = detail::host_is_little_endian() && item == sizeof(T) &&
                         info.dtype == (std::is_same_v<T, float> ? "F32" : "F64");
-    const std::size_t block = direct ? count : std::max<std::size_t>(1, (std::size_t{1} << 20) / item);
+    const std::size_t block =
+        direct ? count : std::max<std::size_t>(1, (std::size_t{1} << 20) / item);
     std::vector<unsigned char> staging(direct ? 0 : std::min(count, block) * item);
     std::size_t done = 0;
     while (done < count) {
@@ -134,7 +135,8 @@ class SafeTensors {
       const std::uint64_t at = info.offset + done * item;
       unsigned char* dst = direct ? reinterpret_cast<unsigned char*>(m.data()) : staging.data();
       if (read_at(source, at, dst, k * item) != k * item) truncated(at);
-      if (!direct) detail::convert_safetensors_values(info.dtype, staging.data(), k, m.data() + done);
+      if (!direct)
+        detail::convert_safetensors_values(info.dtype, staging.data(), k, m.data() + done);
       done += k;
     }
     return m;
@@ -155,7 +157,8 @@ class SafeTensors {
     const TensorInfo& info = entry.second;
     const std::string& path = state_->path;
     const auto refuse = [&](const std::string& problem) {
-      throw FileError(where, path, 0, info.offset, "tensor " + detail::quoted_name(tensor) + " " + problem);
+      throw FileError(where, path, 0, info.offset,
+                      "tensor " + detail::quoted_name(tensor) + " " + problem);
     };
     const char* wanted = detail::safetensors_dtype_of<S>();
     const std::string call = emb::detail::concat("map<", detail::storage_name<S>(), ">");
@@ -169,15 +172,16 @@ class SafeTensors {
                                  ">, or load a converted copy with load<float> or load<double>"));
     }
     if (!detail::host_is_little_endian()) {
-      refuse("is little-endian, as every safetensors file is, and this machine is big-endian: "
-             "the bytes cannot be used in place; load<float> or load<double> converts them");
+      refuse(
+          "is little-endian, as every safetensors file is, and this machine is big-endian: "
+          "the bytes cannot be used in place; load<float> or load<double> converts them");
     }
     if (info.offset % alignof(S) != 0) {
-      refuse(emb::detail::concat("starts at byte ", info.offset, " of the file, which is not a "
-                                 "multiple of ", alignof(S), " (the alignment of ",
-                                 detail::storage_name<S>(), "), so it cannot be used in place "
-                                 "(the file's writer did not align its tensors); load<float> or "
-                                 "load<double> reads it"));
+      refuse(emb::detail::concat(
+          "starts at byte ", info.offset, " of the file, which is not a multiple of ", alignof(S),
+          " (the alignment of ", detail::storage_name<S>(),
+          "), so it cannot be used in place (the file's writer did not align its tensors); "
+          "load<float> or load<double> reads it"));
     }
     const auto [rows, cols] = detail::safetensors_matrix_shape(info, tensor, path, where);
     return detail::MappedAccess::make<S>(state_->handle.get(), path, info.offset, rows, cols, mode,
@@ -206,13 +210,15 @@ class SafeTensors {
       some += (shown++ ? ", " : "") + detail::quoted_name(t.first);
     }
     throw std::out_of_range(emb::detail::concat(
-        where, ": '", state_->path, "' has no tensor named ", detail::quoted_name(name), "; it has ",
-        state_->layout.tensors.size(), " tensor(s)", shown ? ": " : "", some));
+        where, ": '", state_->path, "' has no tensor named ", detail::quoted_name(name),
+        "; it has ", state_->layout.tensors.size(), " tensor(s)", shown ? ": " : "", some));
   }
 
   static const char* storage_of(const std::string& dtype) {
-    return dtype == "F32" ? "float" : dtype == "F64" ? "double" : dtype == "F16" ? "emb::half"
-                                                                                : "emb::bfloat16";
+    return dtype == "F32"   ? "float"
+           : dtype == "F64" ? "double"
+           : dtype == "F16" ? "emb::half"
+                            : "emb::bfloat16";
   }
 
   // pread-style: from byte `at`, independent of other readers.
@@ -234,9 +240,10 @@ class SafeTensors {
 // once completely written (a mapping of an older file at `path` keeps the old contents).
 // Pass emb::Matrix<S> objects or views of them: a Ref to another layout would hold a copy.
 template <class S>
-void save_safetensors(const std::string& path,
-                      const std::vector<std::pair<std::string, Eigen::Ref<const Matrix<S>>>>& tensors,
-                      const std::map<std::string, std::string>& metadata = {}) {
+void save_safetensors(
+    const std::string& path,
+    const std::vector<std::pair<std::string, Eigen::Ref<const Matrix<S>>>>& tensors,
+    const std::map<std::string, std::string>& metadata = {}) {
   static_assert(detail::is_storage_type_v<S>,
                 "save_safetensors<S>: S is float, double, emb::half or emb::bfloat16");
   static constexpr const char* where = "emb::io::save_safetensors";
@@ -268,15 +275,16 @@ void save_safetensors(const std::string& path,
   const std::string header =
       detail::safetensors_header(entries, detail::safetensors_dtype_of<S>(), sizeof(S), metadata);
   if (header.size() > detail::safetensors_max_header) {
-    bad(emb::detail::concat("the header would be ", header.size(), " bytes, more than the "
-                            "format's limit of ", detail::safetensors_max_header,
-                            " (metadata too large?)"));
+    bad(emb::detail::concat("the header would be ", header.size(),
+                            " bytes, more than the format's limit of ",
+                            detail::safetensors_max_header, " (metadata too large?)"));
   }
 
   detail::AtomicWriter out(path, where);
   unsigned char length[8];
   for (std::size_t i = 0; i < 8; ++i) {
-    length[i] = static_cast<unsigned char>((static_cast<std::uint64_t>(header.size()) >> (8 * i)) & 0xff);
+    length[i] =
+        static_cast<unsigned char>((static_cast<std::uint64_t>(header.size()) >> (8 * i)) & 0xff);
   }
   out.write(length, 8);
   out.write(header);
@@ -292,7 +300,8 @@ void save_safetensors(const std::string& path,
         out.write(src, row_bytes);
       } else {
         std::memcpy(row.data(), src, row_bytes);
-        for (std::size_t b = 0; b < row_bytes; b += sizeof(S)) detail::reverse_bytes(row.data() + b, sizeof(S));
+        for (std::size_t b = 0; b < row_bytes; b += sizeof(S))
+          detail::reverse_bytes(row.data() + b, sizeof(S));
         out.write(row.data(), row_bytes);
       }
     }

@@ -1,8 +1,7 @@
 // A program outside emb's tree that uses the installed package's safetensors component: it
 // links emb::safetensors and includes <emb/io/safetensors.hpp> (which brings nlohmann/json).
-#include <emb/io/safetensors.hpp>
-
 #include <cstdio>
+#include <emb/io/safetensors.hpp>
 #include <filesystem>
 #include <iostream>
 

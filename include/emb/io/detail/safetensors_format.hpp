@@ -14,17 +14,16 @@
 // header describes, never to its nesting, and duplicate keys are seen (a tree keeps only one).
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <map>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <stdexcept>
 #include <string>
-#include <set>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
@@ -72,11 +71,10 @@ struct SafetensorsDtype {
 // Every dtype of the format, in the reference's order of increasing alignment (its writer lays
 // tensors out in decreasing order of this, so each starts aligned).
 inline constexpr SafetensorsDtype safetensors_dtypes[] = {
-    {"BOOL", 8},        {"F4", 4},           {"F6_E2M3", 6},      {"F6_E3M2", 6},
-    {"U8", 8},          {"I8", 8},           {"F8_E5M2", 8},      {"F8_E4M3", 8},
-    {"F8_E8M0", 8},     {"F8_E4M3FNUZ", 8},  {"F8_E5M2FNUZ", 8},  {"I16", 16},
-    {"U16", 16},        {"F16", 16},         {"BF16", 16},        {"I32", 32},
-    {"U32", 32},        {"F32", 32},         {"C64", 64},         {"F64", 64},
+    {"BOOL", 8},        {"F4", 4},      {"F6_E2M3", 6}, {"F6_E3M2", 6}, {"U8", 8},
+    {"I8", 8},          {"F8_E5M2", 8}, {"F8_E4M3", 8}, {"F8_E8M0", 8}, {"F8_E4M3FNUZ", 8},
+    {"F8_E5M2FNUZ", 8}, {"I16", 16},    {"U16", 16},    {"F16", 16},    {"BF16", 16},
+    {"I32", 32},        {"U32", 32},    {"F32", 32},    {"C64", 64},    {"F64", 64},
     {"I64", 64},        {"U64", 64},
 };
 
@@ -171,8 +169,8 @@ inline std::string shape_text(const std::vector<std::uint64_t>& shape) {
 }
 
 struct SafetensorsLayout {
-  std::uint64_t header_size = 0;  // N
-  std::uint64_t data_start = 0;   // 8 + N
+  std::uint64_t header_size = 0;                            // N
+  std::uint64_t data_start = 0;                             // 8 + N
   std::vector<std::pair<std::string, TensorInfo>> tensors;  // in the order of their bytes
   std::map<std::string, std::size_t> index;                 // name -> position in tensors
   std::map<std::string, std::string> metadata;
@@ -224,8 +222,7 @@ class SafetensorsHeaderHandler final : public nlohmann::json_sax<nlohmann::json>
       if (!find_safetensors_dtype(value)) {
         return fail(emb::detail::concat("tensor ", quoted_name(current_name()),
                                         " has unknown dtype ", quoted_name(value),
-                                        "; the format's dtypes are ",
-                                        safetensors_dtype_list()));
+                                        "; the format's dtypes are ", safetensors_dtype_list()));
       }
       current().dtype = std::move(value);
       state_ = State::tensor_object;
@@ -281,20 +278,24 @@ class SafetensorsHeaderHandler final : public nlohmann::json_sax<nlohmann::json>
         state_ = State::metadata_value;
         return true;
       case State::tensor_object: {
-        bool* have = k == "dtype" ? &have_dtype_ : k == "shape" ? &have_shape_
-                     : k == "data_offsets" ? &have_offsets_ : nullptr;
-        if (have == nullptr) {  // a field the format does not define: skipped, as the reference does
+        bool* have = k == "dtype"          ? &have_dtype_
+                     : k == "shape"        ? &have_shape_
+                     : k == "data_offsets" ? &have_offsets_
+                                           : nullptr;
+        // A field the format does not define is skipped, as the reference does.
+        if (have == nullptr) {
           state_ = State::skip;
           skip_depth_ = 0;
           return true;
         }
         if (*have) {
-          return fail(emb::detail::concat("tensor ", quoted_name(current_name()), " has the field '",
-                                          k, "' twice"));
+          return fail(emb::detail::concat("tensor ", quoted_name(current_name()),
+                                          " has the field '", k, "' twice"));
         }
         *have = true;
-        state_ = k == "dtype" ? State::dtype_value : k == "shape" ? State::shape_value
-                                                                  : State::offsets_value;
+        state_ = k == "dtype"   ? State::dtype_value
+                 : k == "shape" ? State::shape_value
+                                : State::offsets_value;
         return true;
       }
       default:  // keys inside a skipped value
@@ -310,11 +311,14 @@ class SafetensorsHeaderHandler final : public nlohmann::json_sax<nlohmann::json>
         state_ = State::top;
         return true;
       case State::tensor_object: {
-        const char* missing = !have_dtype_ ? "dtype" : !have_shape_ ? "shape"
-                              : !have_offsets_ ? "data_offsets" : nullptr;
+        const char* missing = !have_dtype_     ? "dtype"
+                              : !have_shape_   ? "shape"
+                              : !have_offsets_ ? "data_offsets"
+                                               : nullptr;
         if (missing) {
           return fail(emb::detail::concat("tensor ", quoted_name(current_name()), " has no '",
-                                          missing, "' field (each tensor needs dtype, shape and "
+                                          missing,
+                                          "' field (each tensor needs dtype, shape and "
                                           "data_offsets)"));
         }
         state_ = State::top;
@@ -366,10 +370,20 @@ class SafetensorsHeaderHandler final : public nlohmann::json_sax<nlohmann::json>
 
  private:
   enum class State {
-    start, top, done,
-    metadata_entry, metadata_object, metadata_value,
-    tensor_entry, tensor_object, dtype_value, shape_value, shape_array, offsets_value,
-    offsets_array, skip,
+    start,
+    top,
+    done,
+    metadata_entry,
+    metadata_object,
+    metadata_value,
+    tensor_entry,
+    tensor_object,
+    dtype_value,
+    shape_value,
+    shape_array,
+    offsets_value,
+    offsets_array,
+    skip,
   };
 
   bool fail(std::string message) {
@@ -390,8 +404,8 @@ class SafetensorsHeaderHandler final : public nlohmann::json_sax<nlohmann::json>
   bool container(const char* kind) { return wrong(kind, {}); }
   bool deeper() {
     if (++skip_depth_ + 3 > safetensors_max_depth) {
-      return fail(emb::detail::concat("the header nests deeper than ", safetensors_max_depth,
-                                      " levels"));
+      return fail(
+          emb::detail::concat("the header nests deeper than ", safetensors_max_depth, " levels"));
     }
     return true;
   }
@@ -402,21 +416,20 @@ class SafetensorsHeaderHandler final : public nlohmann::json_sax<nlohmann::json>
   }
 
   bool wrong(const char* kind, const std::string& text) {
-    const std::string found =
-        text.empty() ? std::string(kind)
-                     : emb::detail::concat(kind, " (", printable(text, 40), ")");
+    const std::string found = text.empty()
+                                  ? std::string(kind)
+                                  : emb::detail::concat(kind, " (", printable(text, 40), ")");
     switch (state_) {
       case State::start:
         return fail("the header is " + found + ", not a JSON object of tensors");
       case State::metadata_entry:
-        return fail("__metadata__ is " + found +
-                    "; it must be an object whose values are strings");
+        return fail("__metadata__ is " + found + "; it must be an object whose values are strings");
       case State::metadata_value:
         return fail(emb::detail::concat("__metadata__ maps ", quoted_name(metadata_key_), " to ",
                                         found, "; its values must be strings"));
       case State::tensor_entry:
-        return fail(emb::detail::concat("the entry of tensor ", quoted_name(current_name()),
-                                        " is ", found,
+        return fail(emb::detail::concat("the entry of tensor ", quoted_name(current_name()), " is ",
+                                        found,
                                         ", not an object with dtype, shape and data_offsets"));
       case State::dtype_value:
         return fail(emb::detail::concat("tensor ", quoted_name(current_name()), ": dtype is ",
@@ -461,34 +474,33 @@ class SafetensorsHeaderHandler final : public nlohmann::json_sax<nlohmann::json>
 
 // N, from the first min(8, file_size) bytes of a file of `file_size` bytes, checked against the
 // limit and the file's size.
-inline std::uint64_t safetensors_header_length(const unsigned char* first,
-                                               std::uint64_t file_size, const std::string& name,
-                                               const char* where) {
+inline std::uint64_t safetensors_header_length(const unsigned char* first, std::uint64_t file_size,
+                                               const std::string& name, const char* where) {
   const auto fail = [&](const std::string& problem) {
     throw FileError(where, name, 0, 0, problem);
   };
   if (file_size < 8) {
-    fail(emb::detail::concat("the file has ", file_size, " bytes; a safetensors file starts with "
+    fail(emb::detail::concat("the file has ", file_size,
+                             " bytes; a safetensors file starts with "
                              "an 8-byte header length (is this a safetensors file?)"));
   }
   std::uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | first[i];
   if (n > safetensors_max_header) {
-    fail(emb::detail::concat("the header length field says ", n, " bytes, more than the "
-                             "format's limit of ", safetensors_max_header,
+    fail(emb::detail::concat("the header length field says ", n,
+                             " bytes, more than the format's limit of ", safetensors_max_header,
                              " (is this a safetensors file?)"));
   }
   if (n > file_size - 8) {
-    fail(emb::detail::concat("the header length field says ", n, " bytes, but only ",
-                             file_size - 8, " bytes follow it (truncated file?)"));
+    fail(emb::detail::concat("the header length field says ", n, " bytes, but only ", file_size - 8,
+                             " bytes follow it (truncated file?)"));
   }
   return n;
 }
 
 // Checks the N header bytes (the bytes after the length field) of a file of `file_size` bytes
 // and describes its tensors.
-inline SafetensorsLayout parse_safetensors_header(std::string_view header,
-                                                  std::uint64_t file_size,
+inline SafetensorsLayout parse_safetensors_header(std::string_view header, std::uint64_t file_size,
                                                   const std::string& name, const char* where) {
   const auto fail = [&](std::uint64_t at, const std::string& problem) {
     throw FileError(where, name, 0, at, problem);
@@ -527,11 +539,12 @@ inline SafetensorsLayout parse_safetensors_header(std::string_view header,
   });
 
   const std::uint64_t data_size = file_size - 8 - n;
-  std::uint64_t expected = 0;  // where the next tensor must begin
+  std::uint64_t expected = 0;             // where the next tensor must begin
   const std::string* previous = nullptr;  // the tensor that ends there
   for (auto& [tensor, info] : layout.tensors) {
     const std::string who = "tensor " + quoted_name(tensor);
-    const std::string range = emb::detail::concat("data_offsets [", info.begin, ", ", info.end, "]");
+    const std::string range =
+        emb::detail::concat("data_offsets [", info.begin, ", ", info.end, "]");
     if (info.end < info.begin) fail(8, who + ": " + range + " end before they begin");
     if (info.begin > expected) {
       fail(8, emb::detail::concat(who, ": ", range, " leave a gap: bytes [", expected, ", ",
@@ -556,8 +569,8 @@ inline SafetensorsLayout parse_safetensors_header(std::string_view header,
     }
     const std::uint64_t bits = elements * dtype->bits;
     if (bits % 8 != 0) {
-      fail(8, emb::detail::concat(who, ": shape ", shape_text(info.shape), " of ", info.dtype,
-                                  " (", dtype->bits, "-bit values) is not a whole number of bytes"));
+      fail(8, emb::detail::concat(who, ": shape ", shape_text(info.shape), " of ", info.dtype, " (",
+                                  dtype->bits, "-bit values) is not a whole number of bytes"));
     }
     if (info.end - info.begin != bits / 8) {
       fail(8, emb::detail::concat(who, ": shape ", shape_text(info.shape), " of ", info.dtype,
@@ -570,13 +583,14 @@ inline SafetensorsLayout parse_safetensors_header(std::string_view header,
   }
   if (expected != data_size) {
     if (expected < data_size) {
+      const std::uint64_t extra = data_size - expected;
       fail(layout.data_start + expected,
            emb::detail::concat("the tensors end ", expected, " bytes after the header, but the "
-                               "file has ", data_size - expected, " more bytes that belong to "
-                               "no tensor"));
+                               "file has ", extra, " more bytes that belong to no tensor"));
     }
-    fail(file_size, emb::detail::concat("the tensors need ", expected, " bytes after the header, but "
-                                   "the file has only ", data_size, " (truncated file?)"));
+    fail(file_size, emb::detail::concat("the tensors need ", expected, " bytes after the header, "
+                                        "but the file has only ", data_size,
+                                        " (truncated file?)"));
   }
   for (std::size_t i = 0; i < layout.tensors.size(); ++i) {
     layout.index.emplace(layout.tensors[i].first, i);
@@ -632,17 +646,20 @@ void convert_safetensors_values(std::string_view dtype, const unsigned char* byt
                 (dtype == "F64" && std::is_same_v<T, double>))) {
     if (count != 0) std::memcpy(out, bytes, count * sizeof(T));
   } else if (dtype == "F64") {
-    for (std::size_t i = 0; i < count; ++i) out[i] = static_cast<T>(read_ieee<8>(bytes + 8 * i, swap));
+    for (std::size_t i = 0; i < count; ++i)
+      out[i] = static_cast<T>(read_ieee<8>(bytes + 8 * i, swap));
   } else if (dtype == "F32") {
-    for (std::size_t i = 0; i < count; ++i) out[i] = static_cast<T>(read_ieee<4>(bytes + 4 * i, swap));
+    for (std::size_t i = 0; i < count; ++i)
+      out[i] = static_cast<T>(read_ieee<4>(bytes + 4 * i, swap));
   } else if (dtype == "F16") {
-    for (std::size_t i = 0; i < count; ++i) out[i] = static_cast<T>(read_ieee<2>(bytes + 2 * i, swap));
+    for (std::size_t i = 0; i < count; ++i)
+      out[i] = static_cast<T>(read_ieee<2>(bytes + 2 * i, swap));
   } else {
     // bfloat16 is the top half of a binary32: widening is a 16-bit shift, exact.
     for (std::size_t i = 0; i < count; ++i) {
       const unsigned char* p = bytes + 2 * i;
-      const std::uint32_t word = (static_cast<std::uint32_t>(p[0]) << 16) |
-                                 (static_cast<std::uint32_t>(p[1]) << 24);
+      const std::uint32_t word =
+          (static_cast<std::uint32_t>(p[0]) << 16) | (static_cast<std::uint32_t>(p[1]) << 24);
       float f = 0;
       std::memcpy(&f, &word, sizeof f);
       out[i] = static_cast<T>(f);
