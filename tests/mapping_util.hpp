@@ -1,6 +1,6 @@
-// What the tests of mapped tables use to see the mapping from outside: the kernel's own record
-// of this process's mappings (/proc/self/maps) and of its resident memory (/proc/self/statm),
-// plus files written for the occasion.
+// What the tests of mapped tables share: the kernel's own record of this process's mappings
+// (/proc/self/maps) and of its resident memory (/proc/self/statm), to see a mapping from
+// outside; bit-exact comparison of tables of any storage type; the test data directory.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <emb/index_span.hpp>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -15,6 +17,28 @@
 #include <string>
 
 namespace emb_test {
+
+// A file of tests/data.
+inline std::string data_file(const std::string& name) {
+  return std::string(EMB_TEST_DATA_DIR) + "/" + name;
+}
+
+// Same shape and equal bit patterns, element by element (NaN payloads and signed zeros count):
+// any two dense Eigen objects whose scalars have the same width.
+template <class A, class B>
+bool same_bits(const A& a, const B& b) {
+  using S = typename A::Scalar;
+  static_assert(sizeof(S) == sizeof(typename B::Scalar), "same width");
+  if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
+  for (emb::Index i = 0; i < a.rows(); ++i) {
+    for (emb::Index j = 0; j < a.cols(); ++j) {
+      const S x = a(i, j);
+      const auto y = b(i, j);
+      if (std::memcmp(&x, &y, sizeof(S)) != 0) return false;
+    }
+  }
+  return true;
+}
 
 // One line of /proc/self/maps: "start-end perms offset dev inode path".
 struct MapsEntry {

@@ -31,15 +31,14 @@ using emb::io::MappedMatrix;
 namespace fs = std::filesystem;
 
 using emb_test::contains;
+using emb_test::data_file;
 using emb_test::data_table;
 using emb_test::message_of;
 using emb_test::read_bytes;
+using emb_test::same_bits;
 using emb_test::TempDir;
 
 namespace {
-
-const std::string data_dir = EMB_TEST_DATA_DIR;
-std::string data(const std::string& name) { return data_dir + "/" + name; }
 
 // A .npy file by hand: version 1.0, the header dict padded with spaces so that the data starts
 // at byte `data_offset` (at least what the dict needs), then `bytes`.
@@ -60,22 +59,6 @@ std::string raw_bytes(const std::vector<T>& values) {
   return std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T));
 }
 
-// Equal bit patterns, element by element (NaN payloads and signed zeros count).
-template <class A, class B>
-bool same_bits(const A& a, const B& b) {
-  using S = typename A::Scalar;
-  static_assert(sizeof(S) == sizeof(typename B::Scalar), "same width");
-  if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
-  for (Index i = 0; i < a.rows(); ++i) {
-    for (Index j = 0; j < a.cols(); ++j) {
-      const S x = a(i, j);
-      const auto y = b(i, j);
-      if (std::memcmp(&x, &y, sizeof(S)) != 0) return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace
 
 TEST_CASE("map_npy: NumPy's C-order files map with exactly the values NumPy stored") {
@@ -83,24 +66,24 @@ TEST_CASE("map_npy: NumPy's C-order files map with exactly the values NumPy stor
     const Matrix<float> expected = data_table().cast<float>();
     for (const char* name : {"f4_c_v1.npy", "f4_c_v2.npy", "f4_c_align16.npy"}) {
       CAPTURE(name);
-      const MappedMatrix<float> m = map_npy<float>(data(name));
+      const MappedMatrix<float> m = map_npy<float>(data_file(name));
       CHECK(m.rows() == 3);
       CHECK(m.cols() == 4);
       CHECK(m.mode() == MapMode::ReadOnly);
-      CHECK(m.path() == data(name));
-      CHECK(m.file_offset() == emb::io::read_npy_header(data(name)).data_offset);
+      CHECK(m.path() == data_file(name));
+      CHECK(m.file_offset() == emb::io::read_npy_header(data_file(name)).data_offset);
       CHECK(same_bits(m.view(), expected));
-      CHECK(same_bits(m.view(), emb::io::load_npy<float>(data(name))));
+      CHECK(same_bits(m.view(), emb::io::load_npy<float>(data_file(name))));
       CHECK(reinterpret_cast<std::uintptr_t>(m.data()) % alignof(float) == 0);
     }
   }
   SUBCASE("double") {
-    const auto m = map_npy<double>(data("map_f8_c_v1.npy"));
+    const auto m = map_npy<double>(data_file("map_f8_c_v1.npy"));
     CHECK(same_bits(m.view(), data_table()));
   }
   SUBCASE("emb::half: the stored binary16 bits, NaN and subnormals included") {
-    const auto m = map_npy<emb::half>(data("f2_c_v1.npy"));
-    const Matrix<float> expected = emb::io::load_npy<float>(data("f2_c_v1.npy"));
+    const auto m = map_npy<emb::half>(data_file("f2_c_v1.npy"));
+    const Matrix<float> expected = emb::io::load_npy<float>(data_file("f2_c_v1.npy"));
     Matrix<float> widened = m.view().cast<float>();
     CHECK(same_bits(widened, expected));
     // Bit patterns worked out by hand: 65504 = 0x7bff, 2^-14 = 0x0400, 2^-24 = 0x0001.
@@ -112,7 +95,7 @@ TEST_CASE("map_npy: NumPy's C-order files map with exactly the values NumPy stor
 }
 
 TEST_CASE("map_npy: the table's address lies in a mapping of the file, at the data's offset") {
-  const std::string path = data("f4_c_v1.npy");
+  const std::string path = data_file("f4_c_v1.npy");
   const std::uint64_t offset = emb::io::read_npy_header(path).data_offset;
   SUBCASE("ReadOnly: shared and read-only") {
     const auto m = map_npy<float>(path);
@@ -185,7 +168,7 @@ TEST_CASE("MappedMatrix::warm: makes the whole table resident, reporting progres
 TEST_CASE("map_npy: a ReadOnly table refuses writes and leaves the file's bytes unchanged") {
   TempDir dir("emb-mapped");
   const std::string path = dir.file("t.npy");
-  fs::copy_file(data("f4_c_v1.npy"), path);
+  fs::copy_file(data_file("f4_c_v1.npy"), path);
   const std::string original = read_bytes(path);
   {
     auto m = map_npy<float>(path);
@@ -203,7 +186,7 @@ TEST_CASE(
     "map_npy: CopyOnWrite writes stay in this mapping; the file and other mappings keep theirs") {
   TempDir dir("emb-mapped");
   const std::string path = dir.file("t.npy");
-  fs::copy_file(data("f4_c_v1.npy"), path);
+  fs::copy_file(data_file("f4_c_v1.npy"), path);
   const std::string original = read_bytes(path);
   const Matrix<float> expected = data_table().cast<float>();
   {
@@ -225,12 +208,12 @@ TEST_CASE(
 }
 
 TEST_CASE("MappedMatrix: moves hand the mapping over; destruction unmaps it") {
-  auto a = map_npy<float>(data("f4_c_v1.npy"));
+  auto a = map_npy<float>(data_file("f4_c_v1.npy"));
   const float* p = a.data();
   MappedMatrix<float> b(std::move(a));
   CHECK(b.data() == p);
   CHECK(b.rows() == 3);
-  CHECK(b.path() == data("f4_c_v1.npy"));
+  CHECK(b.path() == data_file("f4_c_v1.npy"));
   CHECK(a.data() == nullptr);  // NOLINT(bugprone-use-after-move): the moved-from state is empty
   CHECK(a.rows() == 0);
   CHECK(a.empty());
@@ -240,7 +223,7 @@ TEST_CASE("MappedMatrix: moves hand the mapping over; destruction unmaps it") {
   c = std::move(b);
   CHECK(c.data() == p);
   CHECK(same_bits(c.view(), data_table().cast<float>()));
-  c = map_npy<float>(data("f4_c_v2.npy"));  // the old mapping goes, the new one stays
+  c = map_npy<float>(data_file("f4_c_v2.npy"));  // the old mapping goes, the new one stays
   CHECK(!emb_test::mapping_containing(p).has_value());
   CHECK(same_bits(c.view(), data_table().cast<float>()));
   const float* q = c.data();
@@ -261,31 +244,31 @@ TEST_CASE(
     return msg;
   };
   SUBCASE("dtype") {
-    std::string msg = refusal([] { map_npy<double>(data("f4_c_v1.npy")); });
-    CHECK(contains(msg, data("f4_c_v1.npy")));
+    std::string msg = refusal([] { map_npy<double>(data_file("f4_c_v1.npy")); });
+    CHECK(contains(msg, data_file("f4_c_v1.npy")));
     CHECK(contains(msg, "'<f4' (float32)"));
     CHECK(contains(msg, "map_npy<float>"));
-    msg = refusal([] { map_npy<float>(data("f2_c_v1.npy")); });
+    msg = refusal([] { map_npy<float>(data_file("f2_c_v1.npy")); });
     CHECK(contains(msg, "'<f2' (float16)"));
     CHECK(contains(msg, "map_npy<emb::half>"));
-    msg = refusal([] { map_npy<float>(data("map_f8_c_v1.npy")); });
+    msg = refusal([] { map_npy<float>(data_file("map_f8_c_v1.npy")); });
     CHECK(contains(msg, "'<f8' (float64)"));
     CHECK(contains(msg, "map_npy<double>"));
-    msg = refusal([] { map_npy<emb::bfloat16>(data("f2_c_v1.npy")); });
+    msg = refusal([] { map_npy<emb::bfloat16>(data_file("f2_c_v1.npy")); });
     CHECK(contains(msg, "no bfloat16"));
     CHECK(contains(msg, "map_npy<emb::half>"));
   }
   SUBCASE("byte order") {
-    const std::string msg = refusal([] { map_npy<double>(data("f8_big_endian.npy")); });
+    const std::string msg = refusal([] { map_npy<double>(data_file("f8_big_endian.npy")); });
     CHECK(contains(msg, "'>f8' (float64, big-endian)"));
     CHECK(contains(msg, "little-endian"));
   }
   SUBCASE("Fortran order") {
-    std::string msg = refusal([] { map_npy<double>(data("f8_fortran_v1.npy")); });
+    std::string msg = refusal([] { map_npy<double>(data_file("f8_fortran_v1.npy")); });
     CHECK(contains(msg, "Fortran"));
     CHECK(contains(msg, "shape (3, 4)"));
     CHECK(contains(msg, "np.ascontiguousarray"));
-    msg = refusal([] { map_npy<float>(data("f4_fortran_v3.npy")); });
+    msg = refusal([] { map_npy<float>(data_file("f4_fortran_v3.npy")); });
     CHECK(contains(msg, "Fortran"));
   }
   SUBCASE("data not aligned for S") {
@@ -351,7 +334,7 @@ TEST_CASE("map_npy: malformed files and bad paths throw FileError naming the fil
   fails(dir.file(""), "directory");
   fails(dir.write("empty.npy", ""), "magic");
   fails(dir.write("text.npy", "hello world"), "magic");
-  const std::string good = read_bytes(data("f4_c_v1.npy"));
+  const std::string good = read_bytes(data_file("f4_c_v1.npy"));
   fails(dir.write("short.npy", good.substr(0, good.size() - 4)), "truncated");
   fails(dir.write("header.npy", good.substr(0, 40)), "truncated");
   fails(dir.write("three.npy",

@@ -31,15 +31,14 @@ using emb::io::SafeTensors;
 namespace fs = std::filesystem;
 
 using emb_test::contains;
+using emb_test::data_file;
 using emb_test::data_table;
 using emb_test::message_of;
 using emb_test::read_bytes;
+using emb_test::same_bits;
 using emb_test::TempDir;
 
 namespace {
-
-const std::string data_dir = EMB_TEST_DATA_DIR;
-std::string data(const std::string& name) { return data_dir + "/" + name; }
 
 // A safetensors file: the header length (8 bytes, little-endian), the header, the data.
 std::string st_bytes(const std::string& header, const std::string& bytes = "") {
@@ -53,21 +52,6 @@ std::uint64_t header_length_of(const std::string& file) {
   for (int i = 7; i >= 0; --i)
     n = (n << 8) | static_cast<unsigned char>(file[static_cast<std::size_t>(i)]);
   return n;
-}
-
-template <class A, class B>
-bool same_bits(const A& a, const B& b) {
-  using S = typename A::Scalar;
-  static_assert(sizeof(S) == sizeof(typename B::Scalar), "same width");
-  if (a.rows() != b.rows() || a.cols() != b.cols()) return false;
-  for (Index i = 0; i < a.rows(); ++i) {
-    for (Index j = 0; j < a.cols(); ++j) {
-      const S x = a(i, j);
-      const auto y = b(i, j);
-      if (std::memcmp(&x, &y, sizeof(S)) != 0) return false;
-    }
-  }
-  return true;
 }
 
 std::uint32_t bits_of(float f) {
@@ -94,7 +78,7 @@ SafeTensors opened(const TempDir& dir, const std::string& bytes) {
 
 TEST_CASE(
     "SafeTensors: a file laid out as the reference writes it lists its tensors in file order") {
-  const std::string path = data("st_reference.safetensors");
+  const std::string path = data_file("st_reference.safetensors");
   const auto st = SafeTensors::open(path);
   CHECK(st.path() == path);
   // The reference writer's order: decreasing alignment (I64, F64, F32, BF16, F16), then name.
@@ -137,10 +121,10 @@ TEST_CASE(
 }
 
 TEST_CASE("SafeTensors::load: F64, F32, F16 and BF16 give PyTorch's values, bit for bit") {
-  const auto st = SafeTensors::open(data("st_reference.safetensors"));
-  const Matrix<float> f16 = emb::io::load_npy<float>(data("st_f16_as_f32.npy"));
-  const Matrix<float> bf16 = emb::io::load_npy<float>(data("st_bf16_as_f32.npy"));
-  const Matrix<float> f32 = emb::io::load_npy<float>(data("f4_c_v1.npy"));  // NumPy's float32
+  const auto st = SafeTensors::open(data_file("st_reference.safetensors"));
+  const Matrix<float> f16 = emb::io::load_npy<float>(data_file("st_f16_as_f32.npy"));
+  const Matrix<float> bf16 = emb::io::load_npy<float>(data_file("st_bf16_as_f32.npy"));
+  const Matrix<float> f32 = emb::io::load_npy<float>(data_file("f4_c_v1.npy"));  // NumPy's float32
   CHECK(same_bits(st.load<float>("table.f16"), f16));
   CHECK(same_bits(st.load<float>("table.bf16"), bf16));
   CHECK(same_bits(st.load<double>("table.f16"), f16.cast<double>()));
@@ -158,7 +142,7 @@ TEST_CASE("SafeTensors::load: F64, F32, F16 and BF16 give PyTorch's values, bit 
 
 TEST_CASE(
     "SafeTensors::load: the last dimension is the columns, the others are flattened into rows") {
-  const auto st = SafeTensors::open(data("st_reference.safetensors"));
+  const auto st = SafeTensors::open(data_file("st_reference.safetensors"));
   const Matrix<float> cube = st.load<float>("cube");  // (2, 2, 3) -> (4, 3), values k / 4
   REQUIRE(cube.rows() == 4);
   REQUIRE(cube.cols() == 3);
@@ -176,11 +160,11 @@ TEST_CASE(
 }
 
 TEST_CASE("SafeTensors::load / map: other dtypes and unknown names are refused by name") {
-  const auto st = SafeTensors::open(data("st_reference.safetensors"));
+  const auto st = SafeTensors::open(data_file("st_reference.safetensors"));
   std::string msg = message_of<emb::io::FileError>([&] { st.load<float>("ids"); });
   CHECK(contains(msg, "\"ids\" holds I64 values"));
   CHECK(contains(msg, "F64, F32, F16 and BF16"));
-  CHECK(contains(msg, data("st_reference.safetensors")));
+  CHECK(contains(msg, data_file("st_reference.safetensors")));
   msg = message_of<emb::io::FileError>([&] { st.map<double>("ids"); });
   CHECK(contains(msg, "I64"));
   msg = message_of<std::out_of_range>([&] { st.info("embed_tokens"); });
@@ -192,10 +176,10 @@ TEST_CASE("SafeTensors::load / map: other dtypes and unknown names are refused b
 
 TEST_CASE(
     "SafeTensors::map: zero-copy views of F32, F64, F16 and BF16 tensors with the stored bits") {
-  const std::string path = data("st_reference.safetensors");
+  const std::string path = data_file("st_reference.safetensors");
   const auto st = SafeTensors::open(path);
-  const Matrix<float> bf16 = emb::io::load_npy<float>(data("st_bf16_as_f32.npy"));
-  const Matrix<float> f16 = emb::io::load_npy<float>(data("st_f16_as_f32.npy"));
+  const Matrix<float> bf16 = emb::io::load_npy<float>(data_file("st_bf16_as_f32.npy"));
+  const Matrix<float> f16 = emb::io::load_npy<float>(data_file("st_f16_as_f32.npy"));
 
   const auto b = st.map<emb::bfloat16>("table.bf16");
   REQUIRE(b.rows() == 3);
@@ -219,7 +203,7 @@ TEST_CASE(
   emb_test::require_maps_file_at(h.data(), h.size_bytes(), path, st.info("table.f16").offset, true);
 
   const auto f = st.map<float>("table.f32", MapMode::CopyOnWrite);
-  CHECK(same_bits(f.view(), emb::io::load_npy<float>(data("f4_c_v1.npy"))));
+  CHECK(same_bits(f.view(), emb::io::load_npy<float>(data_file("f4_c_v1.npy"))));
   emb_test::require_maps_file_at(f.data(), f.size_bytes(), path, st.info("table.f32").offset,
                                  false);
   const auto d = st.map<double>("table.f64");
@@ -250,7 +234,7 @@ TEST_CASE("SafeTensors::map: mapping a 1 GiB tensor costs no resident memory") {
 TEST_CASE("SafeTensors: copies share the open file and outlive the original") {
   std::optional<SafeTensors> copy;
   {
-    const auto st = SafeTensors::open(data("st_reference.safetensors"));
+    const auto st = SafeTensors::open(data_file("st_reference.safetensors"));
     copy = st;
   }
   CHECK(copy->size() == 8);
@@ -260,7 +244,7 @@ TEST_CASE("SafeTensors: copies share the open file and outlive the original") {
 TEST_CASE(
     "SafeTensors::map: a dtype other than S's, or data misaligned for S, is refused pointing to "
     "load") {
-  const auto st = SafeTensors::open(data("st_reference.safetensors"));
+  const auto st = SafeTensors::open(data_file("st_reference.safetensors"));
   std::string msg = message_of<emb::io::FileError>([&] { st.map<float>("table.bf16"); });
   CHECK(contains(msg, "emb::io::SafeTensors::map"));
   CHECK(contains(msg, "holds BF16 values, but map<float> needs F32"));
@@ -270,14 +254,14 @@ TEST_CASE(
   CHECK(contains(msg, "map<emb::half>"));
 
   // The data of this file starts 4 bytes off an 8-byte boundary (its header is 8k + 4 bytes).
-  const auto odd = SafeTensors::open(data("st_unaligned.safetensors"));
+  const auto odd = SafeTensors::open(data_file("st_unaligned.safetensors"));
   CHECK(odd.info("w64").offset % 8 == 4);
   msg = message_of<emb::io::FileError>([&] { odd.map<double>("w64"); });
   CHECK(contains(msg, "not a multiple of 8"));
   CHECK(contains(msg, "load<"));
   CHECK(same_bits(odd.load<double>("w64"), data_table()));
   const auto w32 = odd.map<float>("w32");  // 4-byte aligned: maps
-  CHECK(same_bits(w32.view(), emb::io::load_npy<float>(data("f4_c_v1.npy"))));
+  CHECK(same_bits(w32.view(), emb::io::load_npy<float>(data_file("f4_c_v1.npy"))));
 }
 
 TEST_CASE("SafeTensors::map: the mapping outlives the SafeTensors object and a replaced file") {
@@ -318,7 +302,7 @@ TEST_CASE(
     "changes") {
   TempDir dir("emb-st");
   const std::string path = dir.file("t.safetensors");
-  fs::copy_file(data("st_reference.safetensors"), path);
+  fs::copy_file(data_file("st_reference.safetensors"), path);
   const std::string original = read_bytes(path);
   const auto st = SafeTensors::open(path);
   {
@@ -330,7 +314,7 @@ TEST_CASE(
     CHECK(static_cast<float>(cow.view()(2, 2)) == 3.0f);
     CHECK(ro.view()(0, 3).value == 0x3dcd);
     CHECK(st.load<float>("table.bf16")(0, 3) ==
-          emb::io::load_npy<float>(data("st_bf16_as_f32.npy"))(0, 3));
+          emb::io::load_npy<float>(data_file("st_bf16_as_f32.npy"))(0, 3));
   }
   CHECK(read_bytes(path) == original);
 }
@@ -357,7 +341,7 @@ TEST_CASE("save_safetensors: the bytes the reference writer produces") {
     emb::io::save_safetensors<float>(
         path, {{"b.weight", b}, {"a.bias", a}},
         {{"note", "caf\xc3\xa9 \"quoted\"\n\ttab \xe4\xbc\x98"}, {"format", "pt"}});
-    CHECK(read_bytes(path) == read_bytes(data("st_written_f32.safetensors")));
+    CHECK(read_bytes(path) == read_bytes(data_file("st_written_f32.safetensors")));
   }
 }
 

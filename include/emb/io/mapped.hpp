@@ -48,24 +48,35 @@ class MappedMatrix;
 
 namespace detail {
 
+// What emb knows of each type a table can be stored in: its name in messages, its .npy dtype
+// (NumPy has no bfloat16) and its safetensors dtype.
 template <class S>
-inline constexpr bool is_storage_type_v =
-    std::is_same_v<S, float> || std::is_same_v<S, double> || std::is_same_v<S, emb::half> ||
-    std::is_same_v<S, emb::bfloat16>;
+struct StorageType {
+  static constexpr bool known = false;
+};
+template <>
+struct StorageType<float> {
+  static constexpr bool known = true;
+  static constexpr const char *name = "float", *npy = "<f4", *safetensors = "F32";
+};
+template <>
+struct StorageType<double> {
+  static constexpr bool known = true;
+  static constexpr const char *name = "double", *npy = "<f8", *safetensors = "F64";
+};
+template <>
+struct StorageType<emb::half> {
+  static constexpr bool known = true;
+  static constexpr const char *name = "emb::half", *npy = "<f2", *safetensors = "F16";
+};
+template <>
+struct StorageType<emb::bfloat16> {
+  static constexpr bool known = true;
+  static constexpr const char *name = "emb::bfloat16", *npy = nullptr, *safetensors = "BF16";
+};
 
-// The name of a storage type in messages.
 template <class S>
-constexpr const char* storage_name() {
-  if constexpr (std::is_same_v<S, float>) {
-    return "float";
-  } else if constexpr (std::is_same_v<S, double>) {
-    return "double";
-  } else if constexpr (std::is_same_v<S, emb::half>) {
-    return "emb::half";
-  } else {
-    return "emb::bfloat16";
-  }
-}
+inline constexpr bool is_storage_type_v = StorageType<S>::known;
 
 // Builds MappedMatrix objects (its constructor is private): maps `rows * cols` values of S that
 // start at byte `offset` of the open file `fd`. The caller has checked that the range lies in
@@ -232,19 +243,6 @@ inline std::string npy_dtype_name(const NpyHeader& h) {
                              h.byte_order == '>' ? ", big-endian" : "", ")");
 }
 
-template <class S>
-constexpr const char* npy_descr_for() {
-  if constexpr (std::is_same_v<S, float>) {
-    return "<f4";
-  } else if constexpr (std::is_same_v<S, double>) {
-    return "<f8";
-  } else if constexpr (std::is_same_v<S, emb::half>) {
-    return "<f2";
-  } else {
-    return nullptr;  // NumPy has no bfloat16 dtype
-  }
-}
-
 // The storage type that maps a .npy file of this item size.
 constexpr const char* storage_for_item_size(std::size_t item) {
   return item == 2 ? "emb::half" : item == 4 ? "float" : "double";
@@ -257,18 +255,17 @@ void check_npy_mappable(const NpyHeader& h, const std::string& path) {
   const auto refuse = [&](std::uint64_t at, const std::string& problem) {
     throw FileError(map_npy_where, path, 0, at, problem);
   };
-  const std::string call = emb::detail::concat("map_npy<", storage_name<S>(), ">");
+  const std::string call = emb::detail::concat("map_npy<", StorageType<S>::name, ">");
   if constexpr (std::is_same_v<S, emb::bfloat16>) {
-    refuse(0, emb::detail::concat("the file holds ", npy_dtype_name(h),
-                                  " values; .npy has no bfloat16 dtype, so ", call,
-                                  " cannot map it. Map it as map_npy<",
-                                  storage_for_item_size(h.item_size),
-                                  ">, load a converted copy with load_npy, or keep bfloat16 "
-                                  "tables in safetensors (SafeTensors::map<emb::bfloat16>)"));
+    refuse(0, emb::detail::concat(
+                  "the file holds ", npy_dtype_name(h), " values; .npy has no bfloat16 dtype, so ",
+                  call, " cannot map it. Map it as map_npy<", storage_for_item_size(h.item_size),
+                  ">, load a converted copy with load_npy, or keep bfloat16 "
+                  "tables in safetensors (SafeTensors::map<emb::bfloat16>)"));
   } else {
     if (h.item_size != sizeof(S)) {
       refuse(0, emb::detail::concat("the file holds ", npy_dtype_name(h), " values, but ", call,
-                                    " needs '", npy_descr_for<S>(), "'. Map it as map_npy<",
+                                    " needs '", StorageType<S>::npy, "'. Map it as map_npy<",
                                     storage_for_item_size(h.item_size), ">, or load a ",
                                     "converted copy with load_npy<float> or load_npy<double>"));
     }
@@ -277,7 +274,8 @@ void check_npy_mappable(const NpyHeader& h, const std::string& path) {
                     "the file holds ", npy_dtype_name(h), " values, and this machine is ",
                     host_is_little_endian() ? "little" : "big",
                     "-endian: the bytes cannot be used in place. load_npy converts the byte "
-                    "order (or save the array with a.astype('", npy_descr_for<S>(), "'))"));
+                    "order (or save the array with a.astype('",
+                    StorageType<S>::npy, "'))"));
     }
   }
   // A Fortran-order array with one row or one column has the C-order layout.
@@ -290,7 +288,7 @@ void check_npy_mappable(const NpyHeader& h, const std::string& path) {
   if (h.data_offset % alignof(S) != 0) {
     refuse(h.data_offset, emb::detail::concat("the array data starts at byte ", h.data_offset,
                                               ", which is not a multiple of ", alignof(S),
-                                              " (the alignment of ", storage_name<S>(),
+                                              " (the alignment of ", StorageType<S>::name,
                                               "), so it cannot be used in place; load_npy "
                                               "reads it (np.save aligns the data to 64 bytes)"));
   }

@@ -448,20 +448,7 @@ void save_npy(const std::string& path, const Eigen::Ref<const Matrix<T>>& m) {
   detail::AtomicWriter out(path, where);
   out.write(head, preamble);
   out.write(dict);
-  const bool swap = !detail::host_is_little_endian();
-  const std::size_t row_bytes = static_cast<std::size_t>(m.cols()) * sizeof(T);
-  std::vector<unsigned char> row(swap ? row_bytes : 0);
-  for (Index r = 0; r < m.rows(); ++r) {
-    const T* src = m.data() + r * m.outerStride();
-    if (!swap) {
-      out.write(src, row_bytes);
-    } else {
-      std::memcpy(row.data(), src, row_bytes);
-      for (std::size_t i = 0; i < row_bytes; i += sizeof(T))
-        detail::reverse_bytes(row.data() + i, sizeof(T));
-      out.write(row.data(), row_bytes);
-    }
-  }
+  detail::write_rows_little_endian(out, m.data(), m.rows(), m.cols(), m.outerStride());
   out.commit();
 }
 

@@ -160,8 +160,8 @@ class SafeTensors {
       throw FileError(where, path, 0, info.offset,
                       "tensor " + detail::quoted_name(tensor) + " " + problem);
     };
-    const char* wanted = detail::safetensors_dtype_of<S>();
-    const std::string call = emb::detail::concat("map<", detail::storage_name<S>(), ">");
+    const char* wanted = detail::StorageType<S>::safetensors;
+    const std::string call = emb::detail::concat("map<", detail::StorageType<S>::name, ">");
     if (info.dtype != wanted) {
       if (!detail::safetensors_convertible(info.dtype)) {
         refuse(emb::detail::concat("holds ", info.dtype, " values; ", call, " needs ", wanted,
@@ -179,7 +179,7 @@ class SafeTensors {
     if (info.offset % alignof(S) != 0) {
       refuse(emb::detail::concat(
           "starts at byte ", info.offset, " of the file, which is not a multiple of ", alignof(S),
-          " (the alignment of ", detail::storage_name<S>(),
+          " (the alignment of ", detail::StorageType<S>::name,
           "), so it cannot be used in place (the file's writer did not align its tensors); "
           "load<float> or load<double> reads it"));
     }
@@ -273,7 +273,7 @@ void save_safetensors(
     }
   }
   const std::string header =
-      detail::safetensors_header(entries, detail::safetensors_dtype_of<S>(), sizeof(S), metadata);
+      detail::safetensors_header(entries, detail::StorageType<S>::safetensors, sizeof(S), metadata);
   if (header.size() > detail::safetensors_max_header) {
     bad(emb::detail::concat("the header would be ", header.size(),
                             " bytes, more than the format's limit of ",
@@ -288,23 +288,9 @@ void save_safetensors(
   }
   out.write(length, 8);
   out.write(header);
-  const bool swap = !detail::host_is_little_endian();
-  std::vector<unsigned char> row;
   for (const std::size_t i : order) {
     const auto& m = tensors[i].second;
-    const std::size_t row_bytes = static_cast<std::size_t>(m.cols()) * sizeof(S);
-    row.resize(swap ? row_bytes : 0);
-    for (Index r = 0; r < m.rows(); ++r) {
-      const S* src = m.data() + r * m.outerStride();
-      if (!swap) {
-        out.write(src, row_bytes);
-      } else {
-        std::memcpy(row.data(), src, row_bytes);
-        for (std::size_t b = 0; b < row_bytes; b += sizeof(S))
-          detail::reverse_bytes(row.data() + b, sizeof(S));
-        out.write(row.data(), row_bytes);
-      }
-    }
+    detail::write_rows_little_endian(out, m.data(), m.rows(), m.cols(), m.outerStride());
   }
   out.commit();
 }

@@ -94,21 +94,6 @@ inline std::string safetensors_dtype_list() {
   return out;
 }
 
-// The dtype that holds S: "F32", "F64", "F16", "BF16".
-template <class S>
-constexpr const char* safetensors_dtype_of() {
-  if constexpr (std::is_same_v<S, float>) {
-    return "F32";
-  } else if constexpr (std::is_same_v<S, double>) {
-    return "F64";
-  } else if constexpr (std::is_same_v<S, emb::half>) {
-    return "F16";
-  } else {
-    static_assert(std::is_same_v<S, emb::bfloat16>, "S is float, double, half or bfloat16");
-    return "BF16";
-  }
-}
-
 // Offset of the first byte that is not well-formed UTF-8 (RFC 3629: no overlong forms, no
 // surrogates, nothing above U+10FFFF), or text.size() if all of it is.
 inline std::size_t first_invalid_utf8(std::string_view text) noexcept {
