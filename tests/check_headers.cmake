@@ -1,6 +1,9 @@
-# Compiles every public header of emb on its own (included twice, to catch a missing guard)
-# with each available compiler in C++17 and C++20, with -Werror and the strict warning set.
-# Run by CTest as: cmake -DEMB_INCLUDE_DIR=... -DEIGEN_INCLUDE_DIR=... -DWORK_DIR=... -P this
+# Compiles a public header of emb on its own (included twice, to catch a missing guard) with
+# each available compiler in C++17 and C++20, with -Werror and the strict warning set.
+# Run by CTest, one test per header, as:
+#   cmake -DEMB_INCLUDE_DIR=... -DEIGEN_INCLUDE_DIR=... -DWORK_DIR=... -DHEADER=emb/x.hpp -P this
+# Without HEADER it checks every header under EMB_INCLUDE_DIR/emb. EXTRA_INCLUDE_DIRS adds
+# system include directories (an optional dependency's).
 cmake_minimum_required(VERSION 3.14)
 
 set(compilers ${COMPILERS})
@@ -21,25 +24,15 @@ list(REMOVE_DUPLICATES compilers)
 
 set(flags -fsyntax-only -Wall -Wextra -Wshadow -Wconversion -Wsign-conversion -pedantic -Werror
           -I${EMB_INCLUDE_DIR})
-foreach(dir IN LISTS EIGEN_INCLUDE_DIR)
+foreach(dir IN LISTS EIGEN_INCLUDE_DIR EXTRA_INCLUDE_DIRS)
   list(APPEND flags -isystem ${dir})
 endforeach()
-# nlohmann/json for the safetensors headers. -idirafter, not -isystem: its directory is often
-# /usr/include itself, which -isystem would move ahead of the C++ library's own headers.
-foreach(dir IN LISTS JSON_INCLUDE_DIR)
-  list(APPEND flags -idirafter ${dir})
-endforeach()
 
-file(GLOB_RECURSE headers RELATIVE ${EMB_INCLUDE_DIR} ${EMB_INCLUDE_DIR}/emb/*.hpp)
-list(SORT headers)
-# Headers whose optional dependency was not found (SKIP_HEADERS_REGEX matches their paths).
-if(SKIP_HEADERS_REGEX)
-  set(skipped ${headers})
-  list(FILTER skipped INCLUDE REGEX "${SKIP_HEADERS_REGEX}")
-  list(FILTER headers EXCLUDE REGEX "${SKIP_HEADERS_REGEX}")
-  if(skipped)
-    message("skipped (optional dependency not found): ${skipped}")
-  endif()
+if(DEFINED HEADER)
+  set(headers ${HEADER})
+else()
+  file(GLOB_RECURSE headers RELATIVE ${EMB_INCLUDE_DIR} ${EMB_INCLUDE_DIR}/emb/*.hpp)
+  list(SORT headers)
 endif()
 file(MAKE_DIRECTORY ${WORK_DIR})
 set(failures 0)
