@@ -29,6 +29,12 @@ fi
 
 cmake -S "$root/fuzz" -B "$build" -DCMAKE_CXX_COMPILER=clang++ >/dev/null
 cmake --build "$build" --parallel "$(nproc 2>/dev/null || echo 2)"
+# The safetensors target is built where nlohmann/json is found (scripts/deps.sh installs it).
+if [ -x "$build/fuzz_safetensors" ]; then
+  targets+=(safetensors)
+else
+  echo "fuzz: fuzz_safetensors not built (nlohmann/json missing: apt-get install nlohmann-json3-dev)" >&2
+fi
 
 mkdir -p "$build/artifacts"
 failed=()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs, from Debian's archive, whatever emb's build needs and the machine lacks:
-# a C++17 compiler, CMake, Eigen 3, doctest and Google Benchmark (gnuplot is optional and is
-# installed only with EMB_WITH_GNUPLOT=1; clang's libFuzzer only with EMB_WITH_FUZZ=1; fastText
-# and hyperfine only with EMB_WITH_FASTTEXT=1).
+# a C++17 compiler, CMake, Eigen 3, doctest, Google Benchmark and nlohmann/json (for
+# emb/io/safetensors.hpp, its tests, example and fuzzer). gnuplot is optional and is installed
+# only with EMB_WITH_GNUPLOT=1; clang's libFuzzer only with EMB_WITH_FUZZ=1; fastText and
+# hyperfine only with EMB_WITH_FASTTEXT=1.
 # Does nothing when everything is present.
 set -euo pipefail
 
@@ -14,6 +15,7 @@ command -v make >/dev/null 2>&1 || need+=(make)
 have_header eigen3/Eigen/Core || need+=(libeigen3-dev)
 have_header doctest/doctest.h || need+=(doctest-dev)
 have_header benchmark/benchmark.h || need+=(libbenchmark-dev)
+have_header nlohmann/json.hpp || need+=(nlohmann-json3-dev)
 if [ "${EMB_WITH_GNUPLOT:-0}" = 1 ] && ! command -v gnuplot >/dev/null 2>&1; then
   need+=(gnuplot-nox)
 fi
