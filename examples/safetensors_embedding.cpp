@@ -1,37 +1,16 @@
 // Opening a large table: write a safetensors file holding a bfloat16 token-embedding table, as a
 // Hugging Face model ships one, then — as a server would — open the file, find the embedding
-// tensor by its name, map it without copying, and look a few token ids up.
+// tensor by its name, map it without copying, and look a few token ids up through an
+// Embedding<float, bfloat16> whose rows are the file's pages.
 #include <cstdio>
 #include <emb/embedding.hpp>
 #include <emb/io/mapped.hpp>
 #include <emb/io/safetensors.hpp>
+#include <emb/optim.hpp>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-namespace {
-
-// Rows of a mapped bfloat16 table as float (the conversion is exact): a lookup that reads the
-// file's pages in place. Ids are checked first, as every emb lookup checks them.
-emb::Matrix<float> lookup(const emb::io::MappedMatrix<emb::bfloat16>& table,
-                          const std::vector<emb::Index>& ids) {
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= table.rows()) {
-      throw std::out_of_range("token id " + std::to_string(ids[i]) + " at position " +
-                              std::to_string(i) + " is out of range; valid ids are [0, " +
-                              std::to_string(table.rows()) + ")");
-    }
-  }
-  emb::Matrix<float> out(static_cast<emb::Index>(ids.size()), table.cols());
-  const auto view = table.view();
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    out.row(static_cast<emb::Index>(i)) = view.row(ids[i]).cast<float>();
-  }
-  return out;
-}
-
-}  // namespace
 
 int main() {
   const auto path =
@@ -66,14 +45,17 @@ int main() {
   }
 
   // Zero-copy: the table is the file's pages, shared with any other process mapping the file.
-  const auto mapped = st.map<emb::bfloat16>(embedding);
+  auto mapped = st.map<emb::bfloat16>(embedding);
   mapped.advise(emb::io::Advice::Random);  // lookups jump around: no read-ahead
   std::printf("mapped %s: (%lld, %lld) bfloat16, %.1f MiB, nothing read yet\n", embedding.c_str(),
               static_cast<long long>(mapped.rows()), static_cast<long long>(mapped.cols()),
               static_cast<double>(mapped.size_bytes()) / (1 << 20));
+  // A read-only table over the mapping: lookups convert bfloat16 to float inside the copy.
+  auto tokens = emb::Embedding<float, emb::bfloat16>::from_mapped(
+      std::move(mapped), emb::FromPretrainedOptions().padding_idx(0));
 
   const std::vector<emb::Index> ids = {42, 0, 7, 31999};
-  const emb::Matrix<float> rows = lookup(mapped, ids);
+  const emb::Matrix<float> rows = tokens.forward(ids);
   std::printf("lookup of %zu ids: (%lld, %lld)\n", ids.size(), static_cast<long long>(rows.rows()),
               static_cast<long long>(rows.cols()));
   std::printf("  token 42: %.11f %.11f ...\n", rows(0, 0), rows(0, 1));
@@ -88,11 +70,18 @@ int main() {
   }
   std::printf("  same as load<float> and as the saved table: %s\n", same ? "yes" : "no");
   try {
-    lookup(mapped, {5, 32000});
+    (void)tokens.forward({5, 32000});
   } catch (const std::out_of_range& e) {
     std::printf("  bad id: %s\n", e.what());
   }
+  // Read-only: the file can never change through the table.
+  emb::optim::SGD<float> sgd(0.1);
+  try {
+    sgd.step(tokens, tokens.backward({42}, emb::Matrix<float>::Ones(1, dim)));
+  } catch (const std::logic_error& e) {
+    std::printf("  an optimizer step: %s\n", e.what());
+  }
   std::filesystem::remove(path);  // the mapping keeps its pages until it is destroyed
   std::printf("after the file is removed, token 42 still reads %.11f\n",
-              static_cast<float>(mapped.view()(42, 0)));
+              tokens.forward({42})(0, 0));
 }

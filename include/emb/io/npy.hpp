@@ -416,15 +416,17 @@ inline NpyHeader read_npy_header(const std::string& path) {
   return detail::read_npy_header(source);
 }
 
-// Writes `m` as a C-order .npy file of '<f4' (float) or '<f8' (double), version 1.0 (2.0 only
-// if the header would not fit), header padded so the data starts at a multiple of 64 bytes.
-// The file appears at `path` only once completely written.
+// Writes `m` as a C-order .npy file of '<f4' (float), '<f8' (double) or '<f2' (emb::half),
+// version 1.0 (2.0 only if the header would not fit), header padded so the data starts at a
+// multiple of 64 bytes. The file appears at `path` only once completely written.
 template <class T>
 void save_npy(const std::string& path, const Eigen::Ref<const Matrix<T>>& m) {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                "save_npy writes float ('<f4') or double ('<f8') tables");
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> ||
+                    std::is_same_v<T, Eigen::half>,
+                "save_npy writes float ('<f4'), double ('<f8') or half ('<f2') tables");
   static constexpr const char* where = "emb::io::save_npy";
-  std::string dict = emb::detail::concat("{'descr': '", std::is_same_v<T, float> ? "<f4" : "<f8",
+  const char* descr = std::is_same_v<T, float> ? "<f4" : std::is_same_v<T, double> ? "<f8" : "<f2";
+  std::string dict = emb::detail::concat("{'descr': '", descr,
                                          "', 'fortran_order': False, 'shape': (", m.rows(), ", ",
                                          m.cols(), "), }");
   int major = 1;
