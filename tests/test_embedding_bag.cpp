@@ -496,6 +496,16 @@ TEST_CASE("EmbeddingBag: the register-accumulated rows equal the generic loop at
   check_fixed_rows_against_generic<float>(16, 140000);
 }
 
+TEST_CASE("EmbeddingBag: a zero-width table pools every mode into zero-width rows") {
+  for (BagMode mode : {BagMode::Sum, BagMode::Mean, BagMode::Max}) {
+    auto bag = bag_of(mode, Matrix<float>(4, 0));
+    const Matrix<float> out = bag.forward({1, 3, 0}, {0, 1});
+    CHECK(out.rows() == 2);
+    CHECK(out.cols() == 0);
+    CHECK(bag.backward({1, 3, 0}, {0, 1}, Matrix<float>(2, 0)).values.cols() == 0);
+  }
+}
+
 TEST_CASE("EmbeddingBag: every gradient agrees with finite differences") {
   // L = sum(forward(idx, off) * G); dL/dW and dL/dpsw by central differences.
   const std::vector<Index> idx = {3, 1, 3, 0, 4, 3, 2, 1};

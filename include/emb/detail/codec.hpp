@@ -128,7 +128,8 @@ template <class T, class S>
 inline void decode_values(const S* in, Index n, T* out) noexcept {
   static_assert(converts_exactly_v<T, S>, "emb: this storage does not convert exactly to T");
   if constexpr (std::is_same_v<T, S>) {
-    std::memcpy(out, in, static_cast<std::size_t>(n) * sizeof(T));
+    // memcpy may not be handed a null pointer, even for no bytes (a row of a zero-width table).
+    if (n > 0) std::memcpy(out, in, static_cast<std::size_t>(n) * sizeof(T));
   } else if constexpr (std::is_same_v<S, Eigen::bfloat16> && std::is_same_v<T, float>) {
     bfloat16_to_float(reinterpret_cast<const std::uint16_t*>(in), n, out);
   } else if constexpr (std::is_same_v<S, Eigen::half> && std::is_same_v<T, float>) {
