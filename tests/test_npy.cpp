@@ -294,7 +294,8 @@ TEST_CASE("load_npy_rows: rows deep in a large file, read straight and through c
 
 TEST_CASE("load_npy_rows: a range outside the array, a Fortran-order array, a truncated file") {
   const std::string c_order = data_dir + "/f4_c_v1.npy";
-  for (const auto& [begin, end] : {std::pair<Index, Index>{-1, 2}, {2, 1}, {0, 4}, {4, 4}}) {
+  for (const auto& range : {std::pair<Index, Index>{-1, 2}, {2, 1}, {0, 4}, {4, 4}}) {
+    const Index begin = range.first, end = range.second;  // lambdas cannot capture bindings
     CAPTURE(begin);
     CAPTURE(end);
     const std::string msg = message_of<std::out_of_range>(
