@@ -1,8 +1,10 @@
-# Compiles every public header of emb on its own (included twice, to catch a missing guard)
-# with each available compiler in C++17 and C++20, with -Werror and the strict warning set.
-# Run by CTest as: cmake -DEMB_INCLUDE_DIR=... -DEIGEN_INCLUDE_DIR=... -DWORK_DIR=... -P this
-# emb/dist/mpi.hpp needs MPI: it is compiled with -DMPI_INCLUDE_DIR=... (MPI's include path) and
-# skipped, with a note, where that is empty (MPI not found).
+# Compiles a public header of emb on its own (included twice, to catch a missing guard) with
+# each available compiler in C++17 and C++20, with -Werror and the strict warning set.
+# Run by CTest, one test per header, as:
+#   cmake -DEMB_INCLUDE_DIR=... -DEIGEN_INCLUDE_DIR=... -DWORK_DIR=... -DHEADER=emb/x.hpp -P this
+# Without HEADER it checks every header under EMB_INCLUDE_DIR/emb. EXTRA_INCLUDE_DIRS adds
+# system include directories (an optional dependency's). emb/dist/mpi.hpp needs MPI: it is
+# compiled with -DMPI_INCLUDE_DIR=... (MPI's include path) and skipped, with a note, without it.
 cmake_minimum_required(VERSION 3.14)
 
 set(compilers ${COMPILERS})
@@ -23,12 +25,16 @@ list(REMOVE_DUPLICATES compilers)
 
 set(flags -fsyntax-only -Wall -Wextra -Wshadow -Wconversion -Wsign-conversion -pedantic -Werror
           -I${EMB_INCLUDE_DIR})
-foreach(dir IN LISTS EIGEN_INCLUDE_DIR)
+foreach(dir IN LISTS EIGEN_INCLUDE_DIR EXTRA_INCLUDE_DIRS)
   list(APPEND flags -isystem ${dir})
 endforeach()
 
-file(GLOB_RECURSE headers RELATIVE ${EMB_INCLUDE_DIR} ${EMB_INCLUDE_DIR}/emb/*.hpp)
-list(SORT headers)
+if(DEFINED HEADER)
+  set(headers ${HEADER})
+else()
+  file(GLOB_RECURSE headers RELATIVE ${EMB_INCLUDE_DIR} ${EMB_INCLUDE_DIR}/emb/*.hpp)
+  list(SORT headers)
+endif()
 file(MAKE_DIRECTORY ${WORK_DIR})
 set(failures 0)
 set(checked 0)

@@ -1,4 +1,5 @@
-// emb/embedding.hpp — Embedding<T>: an index-to-row lookup table with PyTorch's semantics.
+// emb/embedding.hpp — Embedding<T, S>: an index-to-row lookup table with PyTorch's semantics,
+// stored as S and computed in T.
 #pragma once
 
 #include <cstddef>
@@ -13,7 +14,6 @@
 
 #include "detail/error.hpp"
 #include "detail/gather.hpp"
-#include "detail/huge_pages.hpp"
 #include "detail/parallel.hpp"
 #include "detail/renorm.hpp"
 #include "detail/rng.hpp"
@@ -42,55 +42,60 @@ inline int num_threads() noexcept {
 // Whether this program was compiled with OpenMP, i.e. whether set_num_threads(n > 1) has effect.
 inline constexpr bool parallel_enabled() noexcept { return detail::openmp_enabled; }
 
-// A (num_embeddings, embedding_dim) table of T. forward(indices) returns one row per index;
-// backward(indices, grad_output) returns the gradient with respect to the table, row-sparse
-// (backward) or dense (backward_dense). The same as torch.nn.Embedding on CPU: N(0, 1) init with
-// a zero padding row, padding rows get no gradient, max_norm renormalises the looked-up rows in
-// place before the lookup, scale_grad_by_freq divides by the count of each index in the call.
+// A (num_embeddings, embedding_dim) table stored as S, looked up and differentiated in T.
+// forward(indices) returns one row per index; backward(indices, grad_output) returns the
+// gradient with respect to the table, row-sparse (backward) or dense (backward_dense). The same
+// as torch.nn.Embedding on CPU: N(0, 1) init with a zero padding row, padding rows get no
+// gradient, max_norm renormalises the looked-up rows in place before the lookup,
+// scale_grad_by_freq divides by the count of each index in the call.
+//
+// S is T (the default), or a narrower storage: emb::half, emb::bfloat16 (or float under
+// T = double). Every result is T, the stored values converted exactly: the numbers of an
+// Embedding<T> holding those values. Writes (max_norm, optimizers) round back to S.
 //
 // Every call validates its whole input before it changes anything: a call that throws leaves
-// the table bit-identical.
-template <class T = float>
-class Embedding : public detail::Table<T, EmbeddingOptions> {
-  static_assert(std::is_floating_point_v<T>, "emb::Embedding<T> needs a floating-point T");
-  using Base = detail::Table<T, EmbeddingOptions>;
+// the table bit-identical. A table without max_norm is not changed by forward, so a const
+// table can be looked up from many threads at once.
+template <class T = float, class S = T>
+class Embedding : public detail::Table<T, S, EmbeddingOptions> {
+  using Base = detail::Table<T, S, EmbeddingOptions>;
+  static constexpr const char* name = "emb::Embedding";
 
  public:
   // Accessors shared with EmbeddingBag (detail/table.hpp): num_embeddings(), embedding_dim(),
   // padding_idx(), max_norm(), norm_type(), scale_grad_by_freq(), options(), weight(),
-  // mutable_weight(), frozen(), freeze(), instance_id().
+  // mutable_weight(), read_only(), frozen(), freeze(), instance_id(), use_huge_pages(),
+  // uses_huge_pages().
   using Base::embedding_dim;
   using Base::num_embeddings;
   using Base::padding_idx;
   using Base::scale_grad_by_freq;
 
-  // weight ~ N(0, 1) from `seed` (the same values on every platform), padding row zero.
+  // weight ~ N(0, 1) from `seed` (the same values on every platform; with S narrower than T,
+  // the values of Embedding<T> rounded to S), padding row zero.
   explicit Embedding(const EmbeddingOptions& options, std::uint64_t seed = 0)
-      : Base(detail::validated_table_options(options, "emb::Embedding"), seed) {}
+      : Base(name, detail::validated_table_options(options, name), seed) {}
 
   // Embedding(EmbeddingOptions(rows, dim)) with seed 0.
   Embedding(Index rows, Index dim) : Embedding(EmbeddingOptions(rows, dim)) {}
 
   // Wraps `weight` as it is (the padding row is not zeroed). Pass an rvalue to avoid a copy:
   // the matrix is moved into the table. Frozen unless options.freeze(false).
-  static Embedding from_pretrained(Matrix<T> weight, const FromPretrainedOptions& options = {}) {
-    EmbeddingOptions opts(weight.rows(), weight.cols());
-    opts.padding_idx(options.padding_idx())
-        .max_norm(options.max_norm())
-        .norm_type(options.norm_type())
-        .scale_grad_by_freq(options.scale_grad_by_freq());
-    return Embedding(detail::validated_table_options(opts, "emb::Embedding::from_pretrained"),
-                     std::move(weight), options.freeze());
+  static Embedding from_pretrained(Matrix<S> weight, const FromPretrainedOptions& options = {}) {
+    const auto opts = table_options(weight.rows(), weight.cols(), options,
+                                    "emb::Embedding::from_pretrained");
+    return Embedding(opts, detail::RowStorage<S>(std::move(weight)), options.freeze(),
+                     "emb::Embedding::from_pretrained");
   }
 
-  // Same shape or std::invalid_argument (and the table is unchanged).
-  void set_weight(Matrix<T> weight) {
+  // Same shape or std::invalid_argument (and the table is unchanged). A read-only table throws
+  // std::logic_error.
+  void set_weight(Matrix<S> weight) {
     this->replace_weight("emb::Embedding::set_weight", std::move(weight));
-    huge_pages_.on = false;
   }
 
-  // Rows of the table for `indices`: (indices.size(), embedding_dim). Not const: with max_norm
-  // the looked-up rows are renormalised in place first.
+  // Rows of the table for `indices`: (indices.size(), embedding_dim). With max_norm the
+  // looked-up rows are renormalised in place first.
   Matrix<T> forward(IndexSpan indices) {
     Matrix<T> out(static_cast<Index>(indices.size()), embedding_dim());
     lookup(indices, out.data(), out.cols());
@@ -99,12 +104,24 @@ class Embedding : public detail::Table<T, EmbeddingOptions> {
 
   // The same into a caller-owned (indices.size(), embedding_dim) buffer; no allocation.
   void forward(IndexSpan indices, Eigen::Ref<Matrix<T>> out) {
-    detail::check_shape("emb::Embedding::forward", "out", static_cast<Index>(indices.size()),
-                        embedding_dim(), out.rows(), out.cols());
+    check_out(indices, out);
+    lookup(indices, out.data(), out.outerStride());
+  }
+
+  // On a const table: the same rows, never a write, safe from many threads at once. A table
+  // with max_norm cannot be renormalised through a const reference: std::logic_error.
+  Matrix<T> forward(IndexSpan indices) const {
+    Matrix<T> out(static_cast<Index>(indices.size()), embedding_dim());
+    lookup(indices, out.data(), out.cols());
+    return out;
+  }
+  void forward(IndexSpan indices, Eigen::Ref<Matrix<T>> out) const {
+    check_out(indices, out);
     lookup(indices, out.data(), out.outerStride());
   }
 
   Matrix<T> operator()(IndexSpan indices) { return forward(indices); }
+  Matrix<T> operator()(IndexSpan indices) const { return forward(indices); }
 
   // Gradient with respect to the table, given the gradient of forward's output. Row-sparse and
   // coalesced: one row per distinct index other than padding_idx, ascending. Its cost depends
@@ -113,15 +130,15 @@ class Embedding : public detail::Table<T, EmbeddingOptions> {
                          const Eigen::Ref<const Matrix<T>>& grad_output) const {
     check_backward_input("emb::Embedding::backward", indices, grad_output);
     detail::RowSegments segments;
-    detail::group_by_row(indices, padding_idx(), segments);
+    detail::group_by_row(indices, skip(), segments);
     SparseGrad<T> grad;
     grad.num_embeddings = num_embeddings();
     const auto nnz = static_cast<Index>(segments.rows.size());
     grad.values.resize(nnz, embedding_dim());  // every row is assigned by its first term
     const std::size_t bytes = segments.positions.size() *
                               static_cast<std::size_t>(embedding_dim()) * sizeof(T);
-    detail::sum_segments_into(segments, grad_output.data(), grad_output.outerStride(),
-                              embedding_dim(), scale_grad_by_freq(), grad.values.data(),
+    detail::sum_segments_into(segments, grad_rows(grad_output), grad_scale(), embedding_dim(),
+                              grad.values.data(),
                               detail::threads_for(segments.rows.size(), bytes));
     grad.rows = std::move(segments.rows);
     return grad;
@@ -147,40 +164,56 @@ class Embedding : public detail::Table<T, EmbeddingOptions> {
     dense_gradient(indices, grad_output, grad.data(), grad.outerStride());
   }
 
-  // Moves the table into memory backed by 2 MiB pages (Linux transparent huge pages, enabled
-  // as "always" or "madvise"), so that random rows of a table of hundreds of MiB stop missing
-  // the TLB on every lookup. The weights are copied once into a fresh buffer advised before it
-  // is written (the kernel may compact memory to find the pages, so this call can take a while
-  // on a fragmented machine). Returns whether the kernel took the advice: false on other
-  // systems, with THP disabled, or for tables under 4 MiB, which are left as they are.
-  // set_weight() replaces the buffer; call this again after it.
-  bool use_huge_pages() {
-    const auto bytes = static_cast<std::size_t>(weight_.size()) * sizeof(T);
-    if (bytes < detail::huge_page_min_bytes || !detail::huge_pages_available()) return false;
-    Matrix<T> fresh(weight_.rows(), weight_.cols());  // Eigen leaves it unwritten
-    if (!detail::advise_huge_pages(fresh.data(), bytes)) return false;
-    std::memcpy(fresh.data(), weight_.data(), bytes);
-    weight_.swap(fresh);
-    huge_pages_.on = true;
-    return true;
+ protected:
+  // The options of a table built over given rows (from_pretrained, from_mapped), validated.
+  static EmbeddingOptions table_options(Index rows, Index cols, const FromPretrainedOptions& o,
+                                        const char* where) {
+    EmbeddingOptions opts(rows, cols);
+    opts.padding_idx(o.padding_idx())
+        .max_norm(o.max_norm())
+        .norm_type(o.norm_type())
+        .scale_grad_by_freq(o.scale_grad_by_freq());
+    return detail::validated_table_options(opts, where);
   }
 
-  // Whether use_huge_pages() succeeded on the current buffer.
-  bool uses_huge_pages() const { return huge_pages_.on; }
+  Embedding(const EmbeddingOptions& options, detail::RowStorage<S>&& storage, bool frozen,
+            const char* where)
+      : Base(name, options, std::move(storage), frozen, where) {}
 
  private:
-  using Base::weight_;
+  static constexpr const char* forward_where = "emb::Embedding::forward";
 
-  Embedding(const EmbeddingOptions& options, Matrix<T>&& weight, bool frozen)
-      : Base(options, std::move(weight), frozen) {}
+  Index skip() const { return padding_idx().value_or(-1); }
+
+  void check_out(IndexSpan indices, const Eigen::Ref<Matrix<T>>& out) const {
+    detail::check_shape(forward_where, "out", static_cast<Index>(indices.size()),
+                        embedding_dim(), out.rows(), out.cols());
+  }
 
   void lookup(IndexSpan indices, T* out, Index out_stride) {
     // Validate everything before the max_norm rewrite and the copy (strong guarantee).
-    detail::check_gather_indices("emb::Embedding::forward", indices, num_embeddings());
-    this->renorm_looked_up(indices);
-    detail::gather_rows_unchecked(
-        weight_.data(), embedding_dim(), indices, out, out_stride,
-        detail::plan_gather(num_embeddings(), embedding_dim(), indices.size(), sizeof(T)));
+    detail::check_indices(forward_where, indices, num_embeddings());
+    this->renorm_looked_up(forward_where, indices);
+    gather(indices, out, out_stride);
+  }
+  void lookup(IndexSpan indices, T* out, Index out_stride) const {
+    this->check_const_lookup(forward_where);
+    detail::check_indices(forward_where, indices, num_embeddings());
+    gather(indices, out, out_stride);
+  }
+  void gather(IndexSpan indices, T* out, Index out_stride) const {
+    const auto view = this->view();
+    detail::gather_rows_unchecked(view, indices, out, out_stride,
+                                  detail::plan_gather<T>(view, indices.size()));
+  }
+
+  detail::GradRows<T> grad_rows(const Eigen::Ref<const Matrix<T>>& grad_output) const {
+    return {grad_output.data(), grad_output.outerStride(), nullptr};
+  }
+  detail::GradScale<T> grad_scale() const {
+    detail::GradScale<T> scale;
+    scale.by_freq = scale_grad_by_freq();
+    return scale;
   }
 
   void dense_gradient(IndexSpan indices, const Eigen::Ref<const Matrix<T>>& grad_output, T* grad,
@@ -188,8 +221,8 @@ class Embedding : public detail::Table<T, EmbeddingOptions> {
     const auto bytes = static_cast<std::size_t>(num_embeddings()) *
                        static_cast<std::size_t>(embedding_dim()) * sizeof(T);
     detail::zero_and_scatter_dense(
-        indices, grad_output.data(), grad_output.outerStride(), embedding_dim(), padding_idx(),
-        scale_grad_by_freq(), grad, grad_stride, num_embeddings(),
+        indices, grad_rows(grad_output), grad_scale(), embedding_dim(), skip(), grad,
+        grad_stride, num_embeddings(),
         detail::threads_for(static_cast<std::size_t>(num_embeddings()), bytes));
   }
 
@@ -199,8 +232,6 @@ class Embedding : public detail::Table<T, EmbeddingOptions> {
                         embedding_dim(), grad_output.rows(), grad_output.cols());
     detail::check_indices(where, indices, num_embeddings());
   }
-
-  detail::BufferFlag huge_pages_;  // a copy of the table gets an ordinary buffer
 };
 
 }  // namespace emb

@@ -1,5 +1,5 @@
-// emb/embedding_bag.hpp — EmbeddingBag<T>: bags of ids pooled (sum, mean or max) into one row
-// each, with PyTorch's nn.EmbeddingBag semantics on CPU.
+// emb/embedding_bag.hpp — EmbeddingBag<T, S>: bags of ids pooled (sum, mean or max) into one
+// row each, with PyTorch's nn.EmbeddingBag semantics on CPU, stored as S and computed in T.
 #pragma once
 
 #include <cstddef>
@@ -23,6 +23,15 @@
 #include "sparse_grad.hpp"
 
 namespace emb {
+
+namespace detail {
+// Enables an overload for a caller-owned output matrix of T: a Matrix<T> or a writable block
+// or map of one, never an Eigen vector type (a vector argument is per_sample_weights).
+template <class Out, class T, class D = std::remove_cv_t<std::remove_reference_t<Out>>>
+using if_output_matrix =
+    std::enable_if_t<std::is_base_of_v<Eigen::DenseBase<D>, D> &&
+                     std::is_same_v<typename D::Scalar, T> && !D::IsVectorAtCompileTime>;
+}  // namespace detail
 
 // How a bag's rows are pooled. Mean is the default, as in PyTorch.
 enum class BagMode { Sum, Mean, Max };
@@ -102,7 +111,75 @@ class FromPretrainedBagOptions : public TableOptionsBase<FromPretrainedBagOption
   bool include_last_offset_ = false;
 };
 
-// A (num_embeddings, embedding_dim) table whose forward pools each bag of indices into one row.
+// Optional per-sample weights of a bag call: one value per index, or none. Converts from
+// nullptr (none), a `const Vector<T>*` (none when null) and any Eigen vector of T — a plain
+// vector or a contiguous view is read in place, any other expression (Vector<T>::Ones(n), a
+// strided view) is evaluated once into the call's own copy.
+template <class T>
+class PerSampleWeights {
+ public:
+  PerSampleWeights() = default;
+  PerSampleWeights(std::nullptr_t) noexcept {}  // NOLINT: implicit by design
+  PerSampleWeights(const Vector<T>* weights) noexcept  // NOLINT
+      : data_(weights != nullptr ? weights->data() : nullptr),
+        size_(weights != nullptr ? weights->size() : -1) {}
+  // A vector handed over: kept for the call.
+  PerSampleWeights(Vector<T>&& weights) noexcept  // NOLINT
+      : own_(std::move(weights)), owns_(true), data_(own_.data()), size_(own_.size()) {}
+  template <class Derived,
+            class = std::enable_if_t<std::is_same_v<typename Derived::Scalar, T> &&
+                                     Derived::IsVectorAtCompileTime>>
+  PerSampleWeights(const Eigen::DenseBase<Derived>& weights) : size_(weights.size()) {  // NOLINT
+    if constexpr (has_unit_stride<Derived>()) {
+      data_ = weights.derived().data();
+    } else {
+      own_ = weights;
+      owns_ = true;
+      data_ = own_.data();
+    }
+  }
+
+  PerSampleWeights(const PerSampleWeights& other)
+      : own_(other.own_), owns_(other.owns_), data_(owns_ ? own_.data() : other.data_),
+        size_(other.size_) {}
+  PerSampleWeights(PerSampleWeights&& other) noexcept
+      : own_(std::move(other.own_)), owns_(other.owns_), data_(owns_ ? own_.data() : other.data_),
+        size_(other.size_) {}
+  PerSampleWeights& operator=(PerSampleWeights other) noexcept {
+    own_.swap(other.own_);
+    owns_ = other.owns_;
+    data_ = owns_ ? own_.data() : other.data_;
+    size_ = other.size_;
+    return *this;
+  }
+  ~PerSampleWeights() = default;
+
+  bool has_value() const noexcept { return size_ >= 0; }
+  const T* data() const noexcept { return data_; }
+  // The number of weights; -1 without.
+  Index size() const noexcept { return size_; }
+
+ private:
+  template <class Derived>
+  static constexpr bool has_unit_stride() {
+    if constexpr (std::is_base_of_v<Eigen::PlainObjectBase<Derived>, Derived>) {
+      return true;
+    } else if constexpr (std::is_base_of_v<Eigen::MapBase<Derived, Eigen::ReadOnlyAccessors>,
+                                           Derived>) {
+      return Derived::InnerStrideAtCompileTime == 1;
+    } else {
+      return false;
+    }
+  }
+
+  Vector<T> own_;
+  bool owns_ = false;
+  const T* data_ = nullptr;
+  Index size_ = -1;
+};
+
+// A (num_embeddings, embedding_dim) table, stored as S and computed in T (see Embedding),
+// whose forward pools each bag of indices into one row.
 //
 // Bags are given in one of two ways:
 //   * indices (n) and offsets: bag b is indices[offsets[b] : offsets[b+1]), the last bag ending
@@ -113,16 +190,19 @@ class FromPretrainedBagOptions : public TableOptionsBase<FromPretrainedBagOption
 // Sum = sum of psw_i * W[idx_i]; Mean divides by the number of non-padding entries; Max is
 // element-wise, ties keep the first occurrence. Padding entries are skipped; an empty or
 // all-padding bag gives a zero row. The pooling reads the table directly: no (n, dim)
-// intermediate is built. Every call validates its whole input before it changes anything.
-template <class T = float>
-class EmbeddingBag : public detail::Table<T, EmbeddingBagOptions> {
-  static_assert(std::is_floating_point_v<T>, "emb::EmbeddingBag<T> needs a floating-point T");
-  using Base = detail::Table<T, EmbeddingBagOptions>;
+// intermediate is built. Every call validates its whole input before it changes anything; a
+// table without max_norm is not changed by forward, so a const table can be pooled from many
+// threads at once.
+template <class T = float, class S = T>
+class EmbeddingBag : public detail::Table<T, S, EmbeddingBagOptions> {
+  using Base = detail::Table<T, S, EmbeddingBagOptions>;
+  static constexpr const char* name = "emb::EmbeddingBag";
 
  public:
   // Accessors shared with Embedding (detail/table.hpp): num_embeddings(), embedding_dim(),
   // padding_idx(), max_norm(), norm_type(), scale_grad_by_freq(), options(), weight(),
-  // mutable_weight(), frozen(), freeze(), instance_id().
+  // mutable_weight(), read_only(), frozen(), freeze(), instance_id(), use_huge_pages(),
+  // uses_huge_pages().
   using Base::embedding_dim;
   using Base::num_embeddings;
   using Base::padding_idx;
@@ -130,83 +210,102 @@ class EmbeddingBag : public detail::Table<T, EmbeddingBagOptions> {
 
   // weight ~ N(0, 1) from `seed` (the same values as Embedding with that seed), padding row zero.
   explicit EmbeddingBag(const EmbeddingBagOptions& options, std::uint64_t seed = 0)
-      : Base(validated(options, "emb::EmbeddingBag"), seed) {}
+      : Base(name, validated(options, name), seed) {}
 
   // EmbeddingBag(EmbeddingBagOptions(rows, dim)) with seed 0.
   EmbeddingBag(Index rows, Index dim) : EmbeddingBag(EmbeddingBagOptions(rows, dim)) {}
 
   // Wraps `weight` as it is (the padding row is not zeroed); an rvalue is moved in, not copied.
   // Frozen unless options.freeze(false).
-  static EmbeddingBag from_pretrained(Matrix<T> weight,
+  static EmbeddingBag from_pretrained(Matrix<S> weight,
                                       const FromPretrainedBagOptions& options = {}) {
-    EmbeddingBagOptions opts(weight.rows(), weight.cols());
-    opts.mode(options.mode())
-        .include_last_offset(options.include_last_offset())
-        .padding_idx(options.padding_idx())
-        .max_norm(options.max_norm())
-        .norm_type(options.norm_type())
-        .scale_grad_by_freq(options.scale_grad_by_freq());
-    return EmbeddingBag(validated(opts, "emb::EmbeddingBag::from_pretrained"), std::move(weight),
-                        options.freeze());
+    const auto opts = table_options(weight.rows(), weight.cols(), options,
+                                    "emb::EmbeddingBag::from_pretrained");
+    return EmbeddingBag(opts, detail::RowStorage<S>(std::move(weight)), options.freeze(),
+                        "emb::EmbeddingBag::from_pretrained");
   }
 
   BagMode mode() const { return this->options_.mode(); }
   bool include_last_offset() const { return this->options_.include_last_offset(); }
 
-  // Same shape or std::invalid_argument (and the table is unchanged).
-  void set_weight(Matrix<T> weight) {
+  // Same shape or std::invalid_argument (and the table is unchanged). A read-only table throws
+  // std::logic_error.
+  void set_weight(Matrix<S> weight) {
     this->replace_weight("emb::EmbeddingBag::set_weight", std::move(weight));
   }
 
   // ---- indices + offsets -------------------------------------------------------------------
 
-  // (B, embedding_dim): one pooled row per bag. Not const: with max_norm the looked-up rows are
-  // renormalised in place first, as in Embedding.
-  Matrix<T> forward(IndexSpan indices, IndexSpan offsets) {
-    return pool("emb::EmbeddingBag::forward", indices, offsets, include_last_offset(), nullptr, -1);
+  // (B, embedding_dim): one pooled row per bag. With max_norm the looked-up rows are
+  // renormalised in place first, as in Embedding. per_sample_weights (Sum mode only): bag b =
+  // sum of per_sample_weights[i] * W[indices[i]] over its entries.
+  Matrix<T> forward(IndexSpan indices, IndexSpan offsets, PerSampleWeights<T> psw = {}) {
+    return pooled(indices, offsets, include_last_offset(), psw);
+  }
+  // The same into a caller-owned (B, embedding_dim) buffer (a Matrix<T> or a block of one;
+  // never a vector, which would be per_sample_weights); no allocation for Sum and Mean.
+  template <class Out, class = detail::if_output_matrix<Out, T>>
+  void forward(IndexSpan indices, IndexSpan offsets, Out&& out, PerSampleWeights<T> psw = {}) {
+    Eigen::Ref<Matrix<T>> dst(out);
+    const std::size_t bags = check_call(forward_where, indices, offsets, include_last_offset(), psw);
+    check_out(bags, dst);
+    this->renorm_looked_up(forward_where, indices);
+    pool(indices, offsets, bags, psw, dst.data(), dst.outerStride());
+  }
+  // On a const table: never a write, safe from many threads at once; a table with max_norm
+  // throws std::logic_error.
+  Matrix<T> forward(IndexSpan indices, IndexSpan offsets, PerSampleWeights<T> psw = {}) const {
+    return pooled(indices, offsets, include_last_offset(), psw);
+  }
+  template <class Out, class = detail::if_output_matrix<Out, T>>
+  void forward(IndexSpan indices, IndexSpan offsets, Out&& out,
+               PerSampleWeights<T> psw = {}) const {
+    Eigen::Ref<Matrix<T>> dst(out);
+    this->check_const_lookup(forward_where);
+    const std::size_t bags = check_call(forward_where, indices, offsets, include_last_offset(), psw);
+    check_out(bags, dst);
+    pool(indices, offsets, bags, psw, dst.data(), dst.outerStride());
   }
 
-  // Sum mode only: bag b = sum of per_sample_weights[i] * W[indices[i]] over its entries.
-  Matrix<T> forward(IndexSpan indices, IndexSpan offsets, const Vector<T>& per_sample_weights) {
-    return pool("emb::EmbeddingBag::forward", indices, offsets, include_last_offset(),
-                per_sample_weights.data(), per_sample_weights.size());
+  Matrix<T> operator()(IndexSpan indices, IndexSpan offsets, PerSampleWeights<T> psw = {}) {
+    return forward(indices, offsets, psw);
   }
-
-  Matrix<T> operator()(IndexSpan indices, IndexSpan offsets) { return forward(indices, offsets); }
-  Matrix<T> operator()(IndexSpan indices, IndexSpan offsets, const Vector<T>& per_sample_weights) {
-    return forward(indices, offsets, per_sample_weights);
+  Matrix<T> operator()(IndexSpan indices, IndexSpan offsets, PerSampleWeights<T> psw = {}) const {
+    return forward(indices, offsets, psw);
   }
 
   // Gradient with respect to the table given the gradient of forward's (B, dim) output:
   // row-sparse and coalesced (distinct rows ascending, padding never present). Sum / Mean:
   // every distinct non-padding index of the call. Max: every row that won at least one output
-  // element; the winners are recomputed from the current table, so call it before changing
-  // the table. Cost independent of num_embeddings.
-  SparseGrad<T> backward(IndexSpan indices, IndexSpan offsets,
-                         const Eigen::Ref<const Matrix<T>>& grad_output) const {
-    return gradient("emb::EmbeddingBag::backward", indices, offsets, include_last_offset(),
-                    grad_output, nullptr, -1);
-  }
+  // element; the winners are found from the current table, so call it before changing the
+  // table. Cost independent of num_embeddings.
   SparseGrad<T> backward(IndexSpan indices, IndexSpan offsets,
                          const Eigen::Ref<const Matrix<T>>& grad_output,
-                         const Vector<T>& per_sample_weights) const {
-    return gradient("emb::EmbeddingBag::backward", indices, offsets, include_last_offset(),
-                    grad_output, per_sample_weights.data(), per_sample_weights.size());
+                         PerSampleWeights<T> psw = {}) const {
+    return sparse_gradient("emb::EmbeddingBag::backward", indices, offsets, include_last_offset(),
+                           grad_output, psw);
   }
 
-  // The same gradient as a dense (num_embeddings, embedding_dim) matrix.
-  Matrix<T> backward_dense(IndexSpan indices, IndexSpan offsets,
-                           const Eigen::Ref<const Matrix<T>>& grad_output) const {
-    return gradient("emb::EmbeddingBag::backward_dense", indices, offsets, include_last_offset(),
-                    grad_output, nullptr, -1)
-        .to_dense();
-  }
+  // The same gradient as a dense (num_embeddings, embedding_dim) matrix, scattered straight
+  // into it.
   Matrix<T> backward_dense(IndexSpan indices, IndexSpan offsets,
                            const Eigen::Ref<const Matrix<T>>& grad_output,
-                           const Vector<T>& per_sample_weights) const {
-    return gradient("emb::EmbeddingBag::backward_dense", indices, offsets, include_last_offset(),
-                    grad_output, per_sample_weights.data(), per_sample_weights.size())
-        .to_dense();
+                           PerSampleWeights<T> psw = {}) const {
+    Matrix<T> grad(num_embeddings(), embedding_dim());  // every row is written by the kernel
+    dense_gradient("emb::EmbeddingBag::backward_dense", indices, offsets, include_last_offset(),
+                   grad_output, psw, grad.data(), grad.outerStride());
+    return grad;
+  }
+  // The same into a caller-owned (num_embeddings, embedding_dim) buffer, overwritten whole.
+  template <class Out, class = detail::if_output_matrix<Out, T>>
+  void backward_dense(IndexSpan indices, IndexSpan offsets,
+                      const Eigen::Ref<const Matrix<T>>& grad_output, Out&& grad,
+                      PerSampleWeights<T> psw = {}) const {
+    static constexpr const char* where = "emb::EmbeddingBag::backward_dense";
+    Eigen::Ref<Matrix<T>> dst(grad);
+    detail::check_shape(where, "grad", num_embeddings(), embedding_dim(), dst.rows(), dst.cols());
+    dense_gradient(where, indices, offsets, include_last_offset(), grad_output, psw, dst.data(),
+                   dst.outerStride());
   }
 
   // Sum mode only: the gradient with respect to per_sample_weights, entry i =
@@ -218,68 +317,80 @@ class EmbeddingBag : public detail::Table<T, EmbeddingBagOptions> {
   }
 
   // ---- fixed-length bags: a (B, L) matrix, one bag per row ----------------------------------
+  // per_sample_weights, where given, has the shape of input (Sum mode only).
 
   Matrix<T> forward(const Matrix<Index>& input) {
-    const auto offsets = fixed_offsets(input);
-    return pool("emb::EmbeddingBag::forward", input, offsets, false, nullptr, -1);
+    return pooled(input, fixed_offsets(input), false, {});
   }
-  // per_sample_weights has the shape of input (Sum mode only).
   Matrix<T> forward(const Matrix<Index>& input,
                     const Eigen::Ref<const Matrix<T>>& per_sample_weights) {
-    static constexpr const char* where = "emb::EmbeddingBag::forward";
-    detail::check_shape(where, "per_sample_weights", input.rows(), input.cols(),
-                        per_sample_weights.rows(), per_sample_weights.cols());
-    const Matrix<T> psw = per_sample_weights;  // contiguous, row-major like input
-    const auto offsets = fixed_offsets(input);
-    return pool(where, input, offsets, false, psw.data(), psw.size());
+    return pooled(input, fixed_offsets(input), false, fixed_weights(forward_where, input, per_sample_weights));
+  }
+  Matrix<T> forward(const Matrix<Index>& input) const {
+    return pooled(input, fixed_offsets(input), false, {});
+  }
+  Matrix<T> forward(const Matrix<Index>& input,
+                    const Eigen::Ref<const Matrix<T>>& per_sample_weights) const {
+    return pooled(input, fixed_offsets(input), false, fixed_weights(forward_where, input, per_sample_weights));
   }
   Matrix<T> operator()(const Matrix<Index>& input) { return forward(input); }
+  Matrix<T> operator()(const Matrix<Index>& input) const { return forward(input); }
 
   SparseGrad<T> backward(const Matrix<Index>& input,
                          const Eigen::Ref<const Matrix<T>>& grad_output) const {
-    const auto offsets = fixed_offsets(input);
-    return gradient("emb::EmbeddingBag::backward", input, offsets, false, grad_output, nullptr, -1);
+    return sparse_gradient("emb::EmbeddingBag::backward", input, fixed_offsets(input), false,
+                           grad_output, {});
   }
   SparseGrad<T> backward(const Matrix<Index>& input, const Eigen::Ref<const Matrix<T>>& grad_output,
                          const Eigen::Ref<const Matrix<T>>& per_sample_weights) const {
     static constexpr const char* where = "emb::EmbeddingBag::backward";
-    detail::check_shape(where, "per_sample_weights", input.rows(), input.cols(),
-                        per_sample_weights.rows(), per_sample_weights.cols());
-    const Matrix<T> psw = per_sample_weights;
-    const auto offsets = fixed_offsets(input);
-    return gradient(where, input, offsets, false, grad_output, psw.data(), psw.size());
+    return sparse_gradient(where, input, fixed_offsets(input), false, grad_output,
+                           fixed_weights(where, input, per_sample_weights));
   }
   Matrix<T> backward_dense(const Matrix<Index>& input,
                            const Eigen::Ref<const Matrix<T>>& grad_output) const {
-    const auto offsets = fixed_offsets(input);
-    return gradient("emb::EmbeddingBag::backward_dense", input, offsets, false, grad_output,
-                    nullptr, -1)
-        .to_dense();
+    Matrix<T> grad(num_embeddings(), embedding_dim());
+    dense_gradient("emb::EmbeddingBag::backward_dense", input, fixed_offsets(input), false,
+                   grad_output, {}, grad.data(), grad.outerStride());
+    return grad;
   }
   Matrix<T> backward_dense(const Matrix<Index>& input,
                            const Eigen::Ref<const Matrix<T>>& grad_output,
                            const Eigen::Ref<const Matrix<T>>& per_sample_weights) const {
     static constexpr const char* where = "emb::EmbeddingBag::backward_dense";
-    detail::check_shape(where, "per_sample_weights", input.rows(), input.cols(),
-                        per_sample_weights.rows(), per_sample_weights.cols());
-    const Matrix<T> psw = per_sample_weights;
-    const auto offsets = fixed_offsets(input);
-    return gradient(where, input, offsets, false, grad_output, psw.data(), psw.size()).to_dense();
+    Matrix<T> grad(num_embeddings(), embedding_dim());
+    dense_gradient(where, input, fixed_offsets(input), false, grad_output,
+                   fixed_weights(where, input, per_sample_weights), grad.data(), grad.outerStride());
+    return grad;
   }
   // (B, L): the gradient with respect to a (B, L) per_sample_weights (Sum mode only).
   Matrix<T> backward_per_sample_weights(const Matrix<Index>& input,
                                         const Eigen::Ref<const Matrix<T>>& grad_output) const {
-    const auto offsets = fixed_offsets(input);
     const Vector<T> flat = psw_gradient("emb::EmbeddingBag::backward_per_sample_weights", input,
-                                        offsets, false, grad_output);
+                                        fixed_offsets(input), false, grad_output);
     return Eigen::Map<const Matrix<T>>(flat.data(), input.rows(), input.cols());
   }
 
- private:
-  using Base::weight_;
+ protected:
+  // The options of a table built over given rows (from_pretrained, from_mapped), validated.
+  static EmbeddingBagOptions table_options(Index rows, Index cols,
+                                           const FromPretrainedBagOptions& o, const char* where) {
+    EmbeddingBagOptions opts(rows, cols);
+    opts.mode(o.mode())
+        .include_last_offset(o.include_last_offset())
+        .padding_idx(o.padding_idx())
+        .max_norm(o.max_norm())
+        .norm_type(o.norm_type())
+        .scale_grad_by_freq(o.scale_grad_by_freq());
+    return validated(opts, where);
+  }
 
-  EmbeddingBag(const EmbeddingBagOptions& options, Matrix<T>&& weight, bool frozen)
-      : Base(options, std::move(weight), frozen) {}
+  EmbeddingBag(const EmbeddingBagOptions& options, detail::RowStorage<S>&& storage, bool frozen,
+               const char* where)
+      : Base(name, options, std::move(storage), frozen, where) {}
+
+ private:
+  static constexpr const char* forward_where = "emb::EmbeddingBag::forward";
 
   static EmbeddingBagOptions validated(EmbeddingBagOptions options, const char* where) {
     options = detail::validated_table_options(std::move(options), where);
@@ -291,22 +402,37 @@ class EmbeddingBag : public detail::Table<T, EmbeddingBagOptions> {
     return options;
   }
 
+  Index skip() const { return padding_idx().value_or(-1); }
+
   static std::vector<Index> fixed_offsets(const Matrix<Index>& input) {
     return detail::fixed_offsets(static_cast<std::size_t>(input.rows()), input.cols());
   }
 
-  // Checks everything a call depends on and returns the number of bags. psw_size < 0 means no
-  // per_sample_weights (an empty vector is a vector of the wrong size, not an absent one).
-  std::size_t check_call(const char* where, IndexSpan indices, IndexSpan offsets, bool include_last,
-                         Index psw_size) const {
-    if (psw_size >= 0) {
+  // The (B, L) weights of a fixed-length call, checked against input's shape and read in
+  // row-major order (copied only when their rows are not contiguous).
+  static PerSampleWeights<T> fixed_weights(const char* where, const Matrix<Index>& input,
+                                           const Eigen::Ref<const Matrix<T>>& psw) {
+    detail::check_shape(where, "per_sample_weights", input.rows(), input.cols(), psw.rows(),
+                        psw.cols());
+    if (psw.outerStride() == psw.cols() || psw.rows() <= 1) {
+      return PerSampleWeights<T>(Eigen::Map<const Vector<T>>(psw.data(), psw.size()));
+    }
+    Vector<T> flat(psw.size());
+    Eigen::Map<Matrix<T>>(flat.data(), psw.rows(), psw.cols()) = psw;
+    return PerSampleWeights<T>(std::move(flat));
+  }
+
+  // Checks everything a call depends on and returns the number of bags.
+  std::size_t check_call(const char* where, IndexSpan indices, IndexSpan offsets,
+                         bool include_last, const PerSampleWeights<T>& psw) const {
+    if (psw.has_value()) {
       if (mode() != BagMode::Sum) {
         throw std::invalid_argument(detail::concat(
             where,
             ": per_sample_weights is only supported in sum mode, not mode = ", to_string(mode())));
       }
-      if (psw_size != static_cast<Index>(indices.size())) {
-        throw std::invalid_argument(detail::concat(where, ": per_sample_weights has ", psw_size,
+      if (psw.size() != static_cast<Index>(indices.size())) {
+        throw std::invalid_argument(detail::concat(where, ": per_sample_weights has ", psw.size(),
                                                    " values, expected one per index (",
                                                    indices.size(), ")"));
       }
@@ -316,50 +442,115 @@ class EmbeddingBag : public detail::Table<T, EmbeddingBagOptions> {
     return bags;
   }
 
-  Matrix<T> pool(const char* where, IndexSpan indices, IndexSpan offsets, bool include_last,
-                 const T* psw, Index psw_size) {
-    const std::size_t bags = check_call(where, indices, offsets, include_last, psw_size);
-    this->renorm_looked_up(indices);
+  void check_out(std::size_t bags, const Eigen::Ref<Matrix<T>>& out) const {
+    detail::check_shape(forward_where, "out", static_cast<Index>(bags), embedding_dim(),
+                        out.rows(), out.cols());
+  }
+
+  Matrix<T> pooled(IndexSpan indices, IndexSpan offsets, bool include_last,
+                   const PerSampleWeights<T>& psw) {
+    const std::size_t bags = check_call(forward_where, indices, offsets, include_last, psw);
+    this->renorm_looked_up(forward_where, indices);
     Matrix<T> out(static_cast<Index>(bags), embedding_dim());
-    if (mode() == BagMode::Max) {
-      detail::bag_max(weight_.data(), num_embeddings(), embedding_dim(), indices, offsets, bags,
-                      padding_idx(), out.data(), out.cols(), nullptr);
-    } else {
-      detail::bag_sum(weight_.data(), num_embeddings(), embedding_dim(), indices, offsets, bags,
-                      padding_idx(), psw, mode() == BagMode::Mean, out.data(), out.cols());
-    }
+    pool(indices, offsets, bags, psw, out.data(), out.cols());
+    return out;
+  }
+  Matrix<T> pooled(IndexSpan indices, IndexSpan offsets, bool include_last,
+                   const PerSampleWeights<T>& psw) const {
+    this->check_const_lookup(forward_where);
+    const std::size_t bags = check_call(forward_where, indices, offsets, include_last, psw);
+    Matrix<T> out(static_cast<Index>(bags), embedding_dim());
+    pool(indices, offsets, bags, psw, out.data(), out.cols());
     return out;
   }
 
-  SparseGrad<T> gradient(const char* where, IndexSpan indices, IndexSpan offsets, bool include_last,
-                         const Eigen::Ref<const Matrix<T>>& grad_output, const T* psw,
-                         Index psw_size) const {
-    const std::size_t bags = check_call(where, indices, offsets, include_last, psw_size);
+  void pool(IndexSpan indices, IndexSpan offsets, std::size_t bags,
+            const PerSampleWeights<T>& psw, T* out, Index out_stride) const {
+    if (mode() == BagMode::Max) {
+      detail::bag_max(this->view(), indices, offsets, bags, skip(), out, out_stride);
+    } else {
+      detail::bag_sum(this->view(), indices, offsets, bags, skip(), psw.data(),
+                      mode() == BagMode::Mean, out, out_stride);
+    }
+  }
+
+  // What a Sum / Mean gradient needs: where each position's gradient row is, and its scale.
+  struct SumLayout {
+    std::vector<std::size_t> bag_of;
+    std::vector<Index> bag_size;
+  };
+  void sum_layout(IndexSpan indices, IndexSpan offsets, std::size_t bags, SumLayout& layout) const {
+    detail::bag_layout(indices, offsets, bags, skip(), layout.bag_of, layout.bag_size);
+  }
+  detail::GradScale<T> grad_scale(const SumLayout& layout, const PerSampleWeights<T>& psw) const {
+    detail::GradScale<T> scale;
+    scale.psw = psw.data();
+    scale.by_freq = scale_grad_by_freq();
+    if (mode() == BagMode::Mean) {
+      scale.bag_of = &layout.bag_of;
+      scale.bag_size = &layout.bag_size;
+    }
+    return scale;
+  }
+
+  std::size_t check_gradient_call(const char* where, IndexSpan indices, IndexSpan offsets,
+                                  bool include_last, const Eigen::Ref<const Matrix<T>>& grad_output,
+                                  const PerSampleWeights<T>& psw) const {
+    const std::size_t bags = check_call(where, indices, offsets, include_last, psw);
     detail::check_shape(where, "grad_output", static_cast<Index>(bags), embedding_dim(),
                         grad_output.rows(), grad_output.cols());
+    return bags;
+  }
+
+  SparseGrad<T> sparse_gradient(const char* where, IndexSpan indices, IndexSpan offsets,
+                                bool include_last, const Eigen::Ref<const Matrix<T>>& grad_output,
+                                const PerSampleWeights<T>& psw) const {
+    const std::size_t bags =
+        check_gradient_call(where, indices, offsets, include_last, grad_output, psw);
     SparseGrad<T> grad;
     grad.num_embeddings = num_embeddings();
     if (mode() == BagMode::Max) {
-      // The forward pass is recomputed only for its winners; the pooled values are discarded.
-      Matrix<T> pooled(static_cast<Index>(bags), embedding_dim());
       std::vector<Index> winners;
-      detail::bag_max(weight_.data(), num_embeddings(), embedding_dim(), indices, offsets, bags,
-                      padding_idx(), pooled.data(), pooled.cols(), &winners);
-      detail::bag_max_backward(winners, bags, grad_output.data(), grad_output.outerStride(),
-                               embedding_dim(), grad.rows, grad.values);
+      detail::bag_max_winners<T>(this->view(), indices, offsets, bags, skip(), winners);
+      detail::max_winners_sparse(winners, bags, grad_output.data(), grad_output.outerStride(),
+                                 embedding_dim(), grad.rows, grad.values);
       return grad;
     }
-    std::vector<std::size_t> bag_of;
-    std::vector<Index> bag_size;
-    detail::bag_layout(indices, offsets, bags, padding_idx(), bag_of, bag_size);
+    SumLayout layout;
+    sum_layout(indices, offsets, bags, layout);
     detail::RowSegments segments;
-    detail::group_by_row(indices, padding_idx(), segments);
-    grad.values = Matrix<T>::Zero(static_cast<Index>(segments.rows.size()), embedding_dim());
-    detail::bag_sum_backward(segments, bag_of, bag_size, psw, mode() == BagMode::Mean,
-                             scale_grad_by_freq(), grad_output.data(), grad_output.outerStride(),
-                             embedding_dim(), grad.values.data());
+    detail::group_by_row(indices, skip(), segments);
+    grad.values.resize(static_cast<Index>(segments.rows.size()), embedding_dim());
+    const std::size_t bytes = segments.positions.size() *
+                              static_cast<std::size_t>(embedding_dim()) * sizeof(T);
+    detail::sum_segments_into(
+        segments, {grad_output.data(), grad_output.outerStride(), &layout.bag_of},
+        grad_scale(layout, psw), embedding_dim(), grad.values.data(),
+        detail::threads_for(segments.rows.size(), bytes));
     grad.rows = std::move(segments.rows);
     return grad;
+  }
+
+  void dense_gradient(const char* where, IndexSpan indices, IndexSpan offsets, bool include_last,
+                      const Eigen::Ref<const Matrix<T>>& grad_output,
+                      const PerSampleWeights<T>& psw, T* grad, Index grad_stride) const {
+    const std::size_t bags =
+        check_gradient_call(where, indices, offsets, include_last, grad_output, psw);
+    if (mode() == BagMode::Max) {
+      std::vector<Index> winners;
+      detail::bag_max_winners<T>(this->view(), indices, offsets, bags, skip(), winners);
+      detail::max_winners_dense(winners, bags, grad_output.data(), grad_output.outerStride(),
+                                embedding_dim(), grad, grad_stride, num_embeddings());
+      return;
+    }
+    SumLayout layout;
+    sum_layout(indices, offsets, bags, layout);
+    const auto bytes = static_cast<std::size_t>(num_embeddings()) *
+                       static_cast<std::size_t>(embedding_dim()) * sizeof(T);
+    detail::zero_and_scatter_dense(
+        indices, {grad_output.data(), grad_output.outerStride(), &layout.bag_of},
+        grad_scale(layout, psw), embedding_dim(), skip(), grad, grad_stride, num_embeddings(),
+        detail::threads_for(static_cast<std::size_t>(num_embeddings()), bytes));
   }
 
   Vector<T> psw_gradient(const char* where, IndexSpan indices, IndexSpan offsets, bool include_last,
@@ -369,18 +560,14 @@ class EmbeddingBag : public detail::Table<T, EmbeddingBagOptions> {
           where,
           ": per_sample_weights is only supported in sum mode, not mode = ", to_string(mode())));
     }
-    const std::size_t bags = check_call(where, indices, offsets, include_last, -1);
-    detail::check_shape(where, "grad_output", static_cast<Index>(bags), embedding_dim(),
-                        grad_output.rows(), grad_output.cols());
-    std::vector<std::size_t> bag_of;
-    std::vector<Index> bag_size;
-    detail::bag_layout(indices, offsets, bags, padding_idx(), bag_of, bag_size);
+    const std::size_t bags = check_gradient_call(where, indices, offsets, include_last, grad_output, {});
+    SumLayout layout;
+    sum_layout(indices, offsets, bags, layout);
     Vector<T> out(static_cast<Index>(indices.size()));
-    detail::bag_psw_backward(weight_.data(), embedding_dim(), indices, bag_of, padding_idx(),
-                             grad_output.data(), grad_output.outerStride(), out.data());
+    detail::bag_psw_backward(this->view(), indices, layout.bag_of, skip(), grad_output.data(),
+                             grad_output.outerStride(), out.data());
     return out;
   }
-
 };
 
 }  // namespace emb

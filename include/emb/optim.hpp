@@ -1,5 +1,6 @@
-// emb/optim.hpp — row-sparse optimizer steps for Embedding and EmbeddingBag tables, with the
-// arithmetic of PyTorch's torch.optim.SGD, Adagrad and SparseAdam on sparse gradients.
+// emb/optim.hpp — row-sparse optimizer steps for any emb table (Embedding, EmbeddingBag, in any
+// storage), with the arithmetic of PyTorch's torch.optim.SGD, Adagrad and SparseAdam on sparse
+// gradients.
 //
 //   emb::optim::SparseAdam<float> opt(0.01);
 //   auto grad = table.backward(ids, grad_output);
@@ -10,8 +11,11 @@
 // state (momentum, sums, moments) belongs to a table the way PyTorch's belongs to a parameter: it
 // is created at the table's first step and found again by the table's instance_id(): a copied
 // table starts afresh, a moved one keeps its state, a new table never inherits another's. A
-// frozen table is
-// never changed and gets no state.
+// frozen table is never changed and gets no state; a read-only (mapped) table refuses a step.
+//
+// A table stored narrower than T (half, bfloat16) is updated in T: each new row is computed from
+// the stored row converted to T, with the state in T, and rounded back once — to nearest even,
+// or stochastically after opt.stochastic_rounding(seed).
 #pragma once
 
 #include <algorithm>
@@ -25,10 +29,11 @@
 
 #include <Eigen/Core>
 
+#include "detail/codec.hpp"
 #include "detail/error.hpp"
+#include "detail/rounding.hpp"
 #include "detail/scatter.hpp"
-#include "embedding.hpp"
-#include "embedding_bag.hpp"
+#include "detail/table.hpp"
 #include "index_span.hpp"
 #include "sparse_grad.hpp"
 
@@ -83,32 +88,30 @@ void check_grad(const char* where, Index num_embeddings, Index dim, const Sparse
   }
 }
 
-// Per-table state: `slots` dense (num_embeddings, dim) buffers created once, at the table's
-// first step, and the table's step counter.
-template <class T>
+// Per-table state: the table's shape (a table never changes shape, so a mismatch means the
+// state is not this table's), its step counter, and what the optimizer keeps (Slots).
+template <class Slots>
 struct TableState {
   Index num_embeddings = 0;
   Index dim = 0;
   std::int64_t step = 0;
-  std::vector<Matrix<T>> buffers;
-  std::vector<Index> active;  // SGD momentum: rows whose buffer may be non-zero
-  std::vector<char> is_active;
+  Slots slots;
 };
 
 // State of every table an optimizer has stepped, keyed by the table's instance_id().
-template <class T>
+template <class Slots>
 class StateMap {
  public:
-  // The state of the table `key`, created with `slots` buffers filled with `init` on first
-  // use. Tables never change shape, so a mismatch means the state is not this table's.
-  TableState<T>& get(const char* where, std::uint64_t key, Index num_embeddings, Index dim,
-                     std::size_t slots, T init) {
+  // The state of the table `key`, created by make(num_embeddings, dim) on first use.
+  template <class Make>
+  TableState<Slots>& get(const char* where, std::uint64_t key, Index num_embeddings, Index dim,
+                         Make make) {
     auto it = states_.find(key);
     if (it == states_.end()) {
-      TableState<T> state;
+      TableState<Slots> state;
       state.num_embeddings = num_embeddings;
       state.dim = dim;
-      state.buffers.assign(slots, Matrix<T>::Constant(num_embeddings, dim, init));
+      state.slots = make(num_embeddings, dim);
       it = states_.emplace(key, std::move(state)).first;
     } else if (it->second.num_embeddings != num_embeddings || it->second.dim != dim) {
       throw std::invalid_argument(concat(where, ": this optimizer holds state for a (",
@@ -118,52 +121,108 @@ class StateMap {
     }
     return it->second;
   }
-  const TableState<T>* find(std::uint64_t key) const {
+  const TableState<Slots>* find(std::uint64_t key) const {
     const auto it = states_.find(key);
     return it == states_.end() ? nullptr : &it->second;
   }
   void forget(std::uint64_t key) { states_.erase(key); }
   void clear() { states_.clear(); }
+  std::size_t size() const { return states_.size(); }
 
  private:
-  std::unordered_map<std::uint64_t, TableState<T>> states_;
+  std::unordered_map<std::uint64_t, TableState<Slots>> states_;
 };
 
-// CRTP base giving every optimizer the same step / forget / steps entry points for both table
-// types; Derived implements apply(where, key, weight, grad) for a validated gradient and a
-// table that is not frozen.
-template <class Derived, class T>
+// The rows of a table as an optimizer updates them: update(r, f) calls f(T* row) on row r as
+// T, in place when the table stores T, otherwise on the row converted to T, which is then
+// rounded back to the storage (to nearest, or stochastically: see StorageRounding).
+template <class T, class S>
+class RowWriter {
+ public:
+  RowWriter(S* data, Index dim, emb::detail::StorageRounding& rounding)
+      : data_(data), dim_(dim), rounding_(rounding), scratch_(std::is_same_v<T, S> ? 0 : static_cast<std::size_t>(dim)) {}
+
+  template <class F>
+  void update(Index r, F&& f) {
+    S* row = data_ + r * dim_;
+    if constexpr (std::is_same_v<T, S>) {
+      f(row);
+    } else {
+      emb::detail::decode_values(row, dim_, scratch_.data());
+      f(scratch_.data());
+      rounding_.store(scratch_.data(), dim_, row);
+    }
+  }
+  Index dim() const noexcept { return dim_; }
+
+ private:
+  S* data_;
+  Index dim_;
+  emb::detail::StorageRounding& rounding_;
+  std::vector<T> scratch_;
+};
+
+// CRTP base giving every optimizer the same entry points: step / forget / steps on any emb
+// table (Embedding<T, S>, EmbeddingBag<T, S>, whatever the storage), and on any other type for
+// which an unqualified optim_table(x), found by argument-dependent lookup, returns the emb table
+// to step (a sharded table returns its local shard). Derived implements
+// apply(where, key, rows, num_embeddings, grad) for a validated gradient and a writable table
+// that is not frozen, and names its per-table Slots and their make(num_embeddings, dim).
+template <class Derived, class T, class Slots>
 class OptimizerBase {
  public:
-  void step(Embedding<T>& table, const SparseGrad<T>& grad) { run(table, grad); }
-  void step(EmbeddingBag<T>& table, const SparseGrad<T>& grad) { run(table, grad); }
+  template <class Target>
+  void step(Target& target, const SparseGrad<T>& grad) {
+    run(optim_table(target), grad);
+  }
+
+  // Rounds the rows written to a table stored narrower than T stochastically (unbiased: up
+  // with probability equal to the fraction of the spacing), from a stream seeded with `seed`,
+  // instead of to nearest even. Updates smaller than half a spacing then still move the table
+  // on average. No effect on tables that store T.
+  Derived& stochastic_rounding(std::uint64_t seed) {
+    rounding_.stochastic(seed);
+    return static_cast<Derived&>(*this);
+  }
+  bool stochastic_rounding() const noexcept { return rounding_.is_stochastic(); }
 
   // Drops the state of `table` (its next step starts afresh, as with a new optimizer).
-  template <class Table>
-  void forget(const Table& table) {
-    states_.forget(table.instance_id());
+  template <class Target>
+  void forget(const Target& target) {
+    states_.forget(optim_table(target).instance_id());
   }
+  // The same by the table's instance_id(), for a table that no longer exists.
+  void forget_id(std::uint64_t instance_id) { states_.forget(instance_id); }
   void reset() { states_.clear(); }
+  // How many tables this optimizer holds state for.
+  std::size_t tables() const { return states_.size(); }
 
   // How many steps `table` has taken with this optimizer (0 before its first).
-  template <class Table>
-  std::int64_t steps(const Table& table) const {
-    const auto* s = states_.find(table.instance_id());
+  template <class Target>
+  std::int64_t steps(const Target& target) const {
+    const auto* s = states_.find(optim_table(target).instance_id());
     return s == nullptr ? 0 : s->step;
   }
 
  protected:
-  StateMap<T> states_;
+  StateMap<Slots> states_;
 
  private:
-  template <class Table>
-  void run(Table& table, const SparseGrad<T>& grad) {
+  template <class S, class Options>
+  void run(emb::detail::Table<T, S, Options>& table, const SparseGrad<T>& grad) {
     const char* where = Derived::name();
     check_grad(where, table.num_embeddings(), table.embedding_dim(), grad);
+    if (table.read_only()) {
+      throw std::logic_error(concat(where, ": the table is read-only (mapped with "
+                                           "MapMode::ReadOnly); an optimizer cannot step it"));
+    }
     if (table.frozen()) return;
     auto w = table.mutable_weight();
-    static_cast<Derived&>(*this).apply(where, table.instance_id(), w, grad);
+    RowWriter<T, S> rows(w.data(), w.cols(), rounding_);
+    static_cast<Derived&>(*this).apply(where, table.instance_id(), rows, w.rows(), grad);
   }
+
+  emb::detail::StorageRounding rounding_;
 };
 
 }  // namespace detail
@@ -177,8 +236,16 @@ class OptimizerBase {
 // Without momentum a step costs O(nnz * dim) and keeps only a step count. With momentum every row
 // whose buffer is non-zero keeps moving, as in the dense formula, so a step costs O(rows touched so
 // far * dim); the buffer is one dense (N, dim) matrix made at the first step.
+// SGD's state: with momentum, the momentum buffer and the rows whose buffer may be non-zero.
+template <class T>
+struct SgdSlots {
+  Matrix<T> buffer;
+  std::vector<Index> active;
+  std::vector<char> is_active;
+};
+
 template <class T = float>
-class SGD : public detail::OptimizerBase<SGD<T>, T> {
+class SGD : public detail::OptimizerBase<SGD<T>, T, SgdSlots<T>> {
  public:
   explicit SGD(double lr, double momentum = 0.0, double dampening = 0.0, bool nesterov = false)
       : lr_(lr), momentum_(momentum), dampening_(dampening), nesterov_(nesterov) {
@@ -203,29 +270,38 @@ class SGD : public detail::OptimizerBase<SGD<T>, T> {
 
  private:
   // Only the base calls apply(), after validating the gradient.
-  friend class detail::OptimizerBase<SGD<T>, T>;
+  friend class detail::OptimizerBase<SGD<T>, T, SgdSlots<T>>;
 
-  void apply(const char* where, std::uint64_t key, Eigen::Map<Matrix<T>>& w,
+  template <class S>
+  void apply(const char* where, std::uint64_t key, detail::RowWriter<T, S>& w, Index rows,
              const SparseGrad<T>& grad) {
-    const Index dim = w.cols();
+    const Index dim = w.dim();
     const T neg_lr = static_cast<T>(-lr_);
-    if (momentum_ == 0.0) {
-      ++this->states_.get(where, key, w.rows(), dim, 0, T(0)).step;
+    const bool with_momentum = momentum_ != 0.0;
+    auto& state = this->states_.get(where, key, rows, dim, [with_momentum](Index n, Index d) {
+      SgdSlots<T> slots;
+      if (with_momentum) {
+        slots.buffer = Matrix<T>::Zero(n, d);
+        slots.is_active.assign(static_cast<std::size_t>(n), 0);
+      }
+      return slots;
+    });
+    if (!with_momentum) {
+      ++state.step;
       for (std::size_t i = 0; i < grad.rows.size(); ++i) {
-        emb::detail::axpy_row(&w(grad.rows[i], 0), &grad.values(static_cast<Index>(i), 0), neg_lr,
-                              dim);
+        const T* g = &grad.values(static_cast<Index>(i), 0);
+        w.update(grad.rows[i], [&](T* row) { emb::detail::axpy_row(row, g, neg_lr, dim); });
       }
       return;
     }
-    auto& state = this->states_.get(where, key, w.rows(), dim, 1, T(0));
-    if (state.is_active.empty()) state.is_active.assign(static_cast<std::size_t>(w.rows()), 0);
-    Matrix<T>& buf = state.buffers[0];
+    auto& slots = state.slots;
+    Matrix<T>& buf = slots.buffer;
     const bool first = state.step == 0;
     ++state.step;
     const T m = static_cast<T>(momentum_);
     const T one_minus_d = static_cast<T>(1.0 - dampening_);
     // buf = m * buf + (1 - d) * g, computed as PyTorch does: scale first, then add.
-    for (Index r : state.active) buf.row(r) *= m;
+    for (Index r : slots.active) buf.row(r) *= m;
     for (std::size_t i = 0; i < grad.rows.size(); ++i) {
       const Index r = grad.rows[i];
       const auto g = grad.values.row(static_cast<Index>(i));
@@ -234,18 +310,20 @@ class SGD : public detail::OptimizerBase<SGD<T>, T> {
       } else {
         emb::detail::axpy_row(&buf(r, 0), g.data(), one_minus_d, dim);
       }
-      if (!state.is_active[static_cast<std::size_t>(r)]) {
-        state.is_active[static_cast<std::size_t>(r)] = 1;
-        state.active.push_back(r);
+      if (!slots.is_active[static_cast<std::size_t>(r)]) {
+        slots.is_active[static_cast<std::size_t>(r)] = 1;
+        slots.active.push_back(r);
       }
     }
     if (!nesterov_) {
-      for (Index r : state.active) emb::detail::axpy_row(&w(r, 0), &buf(r, 0), neg_lr, dim);
+      for (Index r : slots.active) {
+        w.update(r, [&](T* row) { emb::detail::axpy_row(row, &buf(r, 0), neg_lr, dim); });
+      }
       return;
     }
     // Nesterov: w -= lr * (g + m * buf); rows absent from grad have g = 0.
     Vector<T> update(dim);
-    for (Index r : state.active) {
+    for (Index r : slots.active) {
       const auto it = std::lower_bound(grad.rows.begin(), grad.rows.end(), r);
       if (it != grad.rows.end() && *it == r) {
         const auto i = static_cast<Index>(it - grad.rows.begin());
@@ -253,7 +331,7 @@ class SGD : public detail::OptimizerBase<SGD<T>, T> {
       } else {
         update = m * buf.row(r).transpose();
       }
-      emb::detail::axpy_row(&w(r, 0), update.data(), neg_lr, dim);
+      w.update(r, [&](T* row) { emb::detail::axpy_row(row, update.data(), neg_lr, dim); });
     }
   }
 
@@ -270,8 +348,13 @@ class SGD : public detail::OptimizerBase<SGD<T>, T> {
 // (N, dim) matrix filled with initial_accumulator_value at the table's first step: O(N * dim)
 // memory and time once, O(nnz * dim) per step after. Weight decay is not offered: PyTorch
 // rejects it for sparse gradients.
+template <class T>
+struct AdagradSlots {
+  Matrix<T> sum;
+};
+
 template <class T = float>
-class Adagrad : public detail::OptimizerBase<Adagrad<T>, T> {
+class Adagrad : public detail::OptimizerBase<Adagrad<T>, T, AdagradSlots<T>> {
  public:
   explicit Adagrad(double lr = 1e-2, double lr_decay = 0.0, double eps = 1e-10,
                    double initial_accumulator_value = 0.0)
@@ -293,23 +376,27 @@ class Adagrad : public detail::OptimizerBase<Adagrad<T>, T> {
 
  private:
   // Only the base calls apply(), after validating the gradient.
-  friend class detail::OptimizerBase<Adagrad<T>, T>;
+  friend class detail::OptimizerBase<Adagrad<T>, T, AdagradSlots<T>>;
 
-  void apply(const char* where, std::uint64_t key, Eigen::Map<Matrix<T>>& w,
+  template <class S>
+  void apply(const char* where, std::uint64_t key, detail::RowWriter<T, S>& w, Index rows,
              const SparseGrad<T>& grad) {
-    auto& state = this->states_.get(where, key, w.rows(), w.cols(), 1, static_cast<T>(initial_));
+    const Index dim = w.dim();
+    const T initial = static_cast<T>(initial_);
+    auto& state = this->states_.get(where, key, rows, dim, [initial](Index n, Index d) {
+      return AdagradSlots<T>{Matrix<T>::Constant(n, d, initial)};
+    });
     ++state.step;
     const double clr = lr_ / (1.0 + static_cast<double>(state.step - 1) * lr_decay_);
     const T neg_clr = static_cast<T>(-clr);
     const T eps = static_cast<T>(eps_);
-    Matrix<T>& sum = state.buffers[0];
-    const Index dim = w.cols();
+    Matrix<T>& sum = state.slots.sum;
     for (std::size_t i = 0; i < grad.rows.size(); ++i) {
       const Index r = grad.rows[i];
       const auto g = RowArray(&grad.values(static_cast<Index>(i), 0), dim);
       auto s = MutableRowArray(&sum(r, 0), dim);
       s += g * g;
-      MutableRowArray(&w(r, 0), dim) += neg_clr * (g / (s.sqrt() + eps));
+      w.update(r, [&](T* row) { MutableRowArray(row, dim) += neg_clr * (g / (s.sqrt() + eps)); });
     }
   }
 
@@ -326,8 +413,14 @@ class Adagrad : public detail::OptimizerBase<Adagrad<T>, T> {
 // (N, dim) matrices made at the table's first step (as PyTorch's zeros_like): O(N * dim) memory
 // and time once, O(nnz * dim) per step after. A step with an empty gradient counts towards t
 // and changes nothing else, as in PyTorch.
+template <class T>
+struct SparseAdamSlots {
+  Matrix<T> m;
+  Matrix<T> v;
+};
+
 template <class T = float>
-class SparseAdam : public detail::OptimizerBase<SparseAdam<T>, T> {
+class SparseAdam : public detail::OptimizerBase<SparseAdam<T>, T, SparseAdamSlots<T>> {
  public:
   explicit SparseAdam(double lr = 1e-3, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
       : lr_(lr), beta1_(beta1), beta2_(beta2), eps_(eps) {
@@ -348,11 +441,15 @@ class SparseAdam : public detail::OptimizerBase<SparseAdam<T>, T> {
 
  private:
   // Only the base calls apply(), after validating the gradient.
-  friend class detail::OptimizerBase<SparseAdam<T>, T>;
+  friend class detail::OptimizerBase<SparseAdam<T>, T, SparseAdamSlots<T>>;
 
-  void apply(const char* where, std::uint64_t key, Eigen::Map<Matrix<T>>& w,
+  template <class S>
+  void apply(const char* where, std::uint64_t key, detail::RowWriter<T, S>& w, Index rows,
              const SparseGrad<T>& grad) {
-    auto& state = this->states_.get(where, key, w.rows(), w.cols(), 2, T(0));
+    const Index dim = w.dim();
+    auto& state = this->states_.get(where, key, rows, dim, [](Index n, Index d) {
+      return SparseAdamSlots<T>{Matrix<T>::Zero(n, d), Matrix<T>::Zero(n, d)};
+    });
     ++state.step;
     if (grad.rows.empty()) return;
     const auto t = static_cast<double>(state.step);
@@ -362,9 +459,8 @@ class SparseAdam : public detail::OptimizerBase<SparseAdam<T>, T> {
     const T one_minus_b1 = static_cast<T>(1.0 - beta1_);
     const T one_minus_b2 = static_cast<T>(1.0 - beta2_);
     const T eps = static_cast<T>(eps_);
-    Matrix<T>& m = state.buffers[0];
-    Matrix<T>& v = state.buffers[1];
-    const Index dim = w.cols();
+    Matrix<T>& m = state.slots.m;
+    Matrix<T>& v = state.slots.v;
     for (std::size_t i = 0; i < grad.rows.size(); ++i) {
       const Index r = grad.rows[i];
       const auto g = RowArray(&grad.values(static_cast<Index>(i), 0), dim);
@@ -374,7 +470,7 @@ class SparseAdam : public detail::OptimizerBase<SparseAdam<T>, T> {
       // numerator PyTorch forms as update + old m is the same sum.
       mr += (g - mr) * one_minus_b1;
       vr += (g * g - vr) * one_minus_b2;
-      MutableRowArray(&w(r, 0), dim) += neg_step * (mr / (vr.sqrt() + eps));
+      w.update(r, [&](T* row) { MutableRowArray(row, dim) += neg_step * (mr / (vr.sqrt() + eps)); });
     }
   }
 

@@ -32,9 +32,11 @@ struct Neighbour {
 };
 
 // The k rows of `table` most cosine-similar to row `id` (itself excluded), most similar first;
-// ties go to the lower id. Throws std::out_of_range for a bad id.
-template <class T>
-std::vector<Neighbour> most_similar(const Matrix<T>& table, Index id, std::size_t k) {
+// ties go to the lower id. Throws std::out_of_range for a bad id. `table` is any matrix
+// expression whose rows are the vectors: a Matrix, a table's weight() view.
+template <class Derived>
+std::vector<Neighbour> most_similar(const Eigen::MatrixBase<Derived>& table, Index id,
+                                    std::size_t k) {
   detail::check_indices("emb::most_similar", IndexSpan(&id, 1), table.rows());
   std::vector<Neighbour> all;
   all.reserve(static_cast<std::size_t>(table.rows()));

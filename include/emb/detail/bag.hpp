@@ -1,7 +1,9 @@
-// emb/detail/bag.hpp — the kernels behind EmbeddingBag: offset checks, fused pooling, and the
-// bag-aware gradient accumulation. Row copies and row updates go through the shared
-// copy_row / axpy_row, except the Sum / Mean pooling of common row sizes, which sums each bag in
-// registers (bag_sum_fixed_rows); duplicates are grouped by the shared group_by_row.
+// emb/detail/bag.hpp — the kernels behind the bag layers: offset checks, fused pooling over any
+// table view, and what the bag gradients need (the bag of each position, the Max winners).
+// Rows are read through the view's codec, so every storage pools through the same loops; rows
+// that are arrays of T and have a common size are summed in registers (bag_sum_fixed_rows).
+// The gradients themselves are accumulated by the shared segment and scatter kernels of
+// scatter.hpp.
 #pragma once
 
 #include <algorithm>
@@ -15,9 +17,9 @@
 #include <Eigen/Core>
 
 #include "../index_span.hpp"
+#include "codec.hpp"
 #include "error.hpp"
 #include "gather.hpp"
-#include "scatter.hpp"
 
 namespace emb::detail {
 
@@ -71,16 +73,6 @@ inline std::size_t bag_end(IndexSpan offsets, std::size_t b, std::size_t n) noex
   return b + 1 < offsets.size() ? static_cast<std::size_t>(offsets[b + 1]) : n;
 }
 
-// How many positions ahead the pooling loops prefetch: the lookup's policy (gather.hpp), so a
-// table far larger than the caches has its rows requested before they are summed.
-template <class T>
-std::size_t bag_prefetch_distance(Index rows, Index dim) noexcept {
-  const auto row_bytes = static_cast<std::size_t>(dim) * sizeof(T);
-  return static_cast<std::size_t>(rows) * row_bytes >= prefetch_min_table_bytes
-             ? prefetch_distance(row_bytes)
-             : 0;
-}
-
 // Offsets 0, len, 2*len, ... of `bags` fixed-length bags.
 inline std::vector<Index> fixed_offsets(std::size_t bags, Index len) {
   std::vector<Index> offsets(bags);
@@ -88,22 +80,32 @@ inline std::vector<Index> fixed_offsets(std::size_t bags, Index len) {
   return offsets;
 }
 
-// The bag of every position (the inverse of the offsets), and the number of non-padding
-// entries of every bag (the divisor of Mean).
-inline void bag_layout(IndexSpan indices, IndexSpan offsets, std::size_t bags,
-                       std::optional<Index> padding, std::vector<std::size_t>& bag_of,
-                       std::vector<Index>& bag_size) {
+// The bag of every position (the inverse of the offsets), and the number of entries of every
+// bag that contribute (id != skip: the divisor of Mean).
+inline void bag_layout(IndexSpan indices, IndexSpan offsets, std::size_t bags, Index skip,
+                       std::vector<std::size_t>& bag_of, std::vector<Index>& bag_size) {
   const std::size_t n = indices.size();
-  const Index pad = padding.value_or(-1);
   bag_of.assign(n, 0);
   bag_size.assign(bags, 0);
   for (std::size_t b = 0; b < bags; ++b) {
     const std::size_t end = bag_end(offsets, b, n);
     for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
       bag_of[i] = b;
-      if (indices[i] != pad) ++bag_size[b];
+      if (indices[i] != skip) ++bag_size[b];
     }
   }
+}
+
+// The pooling kernels below take a validated call: every id is a row of the view or `skip`
+// (padding_idx, or -1 for none; a quantized table also maps pruned ids to it), and an entry whose
+// id is `skip` contributes nothing. Positions run in order across bags (offsets are
+// non-decreasing), so prefetching `ahead` positions ahead reaches into the next bags.
+template <class Codec>
+inline void prefetch_entry(const TableView<Codec>& view, const Index* idx, std::size_t i,
+                           std::size_t n, std::size_t ahead) noexcept {
+  if (ahead == 0 || i + ahead >= n) return;
+  const Index k = idx[i + ahead];
+  if (k >= 0) prefetch_row(view.row(k), view.row_bytes());
 }
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -122,37 +124,41 @@ inline constexpr std::size_t bag_vector_bytes = 32;
 inline constexpr std::size_t bag_vector_bytes = 16;
 #endif
 
-// Sum (or Mean) pooling of rows of RowBytes bytes, known at compile time: each bag is summed in
-// local vectors that stay in registers and is stored once, instead of a load-add-store of the
-// output row per index. Every element is still the sum, from +0, of its contributions in input
-// order (psw_i * W[idx_i] when weighted; W[idx_i] itself otherwise, which equals 1 * W[idx_i]),
-// so the result is bit for bit that of the generic loop. The product and the sum are separate
-// statements: clang contracts only within one expression, so it fuses neither loop into an FMA,
-// and GCC, in a build that enables FMA itself, fuses both alike. Always inlined so that the AVX2
-// entry below compiles this body with AVX2. VectorBytes: the vector width.
-template <class T, std::size_t RowBytes, bool Weighted, std::size_t VectorBytes>
+// Sum (or Mean) pooling of rows of RowBytes bytes of T, known at compile time: each bag is
+// summed in local vectors that stay in registers and is stored once, instead of a
+// load-add-store of the output row per index. Every element is still the sum, from +0, of its
+// contributions in input order (psw_i * W[idx_i] when weighted; W[idx_i] itself otherwise,
+// which equals 1 * W[idx_i]), so the result is bit for bit that of the generic loop. The
+// product and the sum are separate statements: clang contracts only within one expression, so
+// it fuses neither loop into an FMA, and GCC, in a build that enables FMA itself, fuses both
+// alike. Always inlined so that the AVX2 entry below compiles this body with AVX2.
+// VectorBytes: the vector width.
+template <class T, std::size_t RowBytes, bool Weighted, std::size_t VectorBytes, class Codec>
 __attribute__((always_inline)) inline void bag_sum_fixed_rows(
-    const T* table, const Index* idx, std::size_t n, IndexSpan offsets, std::size_t bags,
-    Index pad, const T* psw, bool mean, T* out, Index out_stride, std::size_t ahead) noexcept {
+    const TableView<Codec>& view, const Index* idx, std::size_t n, IndexSpan offsets,
+    std::size_t bags, Index skip, const T* psw, bool mean, T* out, Index out_stride,
+    std::size_t ahead) noexcept {
   constexpr std::size_t vbytes = RowBytes < VectorBytes ? RowBytes : VectorBytes;
   constexpr std::size_t parts = RowBytes / vbytes;
   using V = typename BagVector<T, vbytes>::type;
-  constexpr auto dim = static_cast<Index>(RowBytes / sizeof(T));
+  const unsigned char* const data = view.data;
+  const std::size_t stride = view.stride;
   for (std::size_t b = 0; b < bags; ++b) {
     V acc[parts] = {};
     Index count = 0;
     const std::size_t end = bag_end(offsets, b, n);
     for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
-      if (ahead != 0 && i + ahead < n) {
+      if (ahead != 0 && i + ahead < n && idx[i + ahead] >= 0) {
         // prefetch_row's policy, spelled out: GCC finds prefetch_row free of side effects and
         // drops the call before it would be inlined into this always_inline function.
-        const char* next = reinterpret_cast<const char*>(table + idx[i + ahead] * dim);
+        const auto* next = reinterpret_cast<const char*>(
+            data + static_cast<std::size_t>(idx[i + ahead]) * stride);
         for (std::size_t c = 0; c < RowBytes; c += cache_line) __builtin_prefetch(next + c, 0, 3);
       }
       const Index k = idx[i];
-      if (k == pad) continue;
+      if (k == skip) continue;
       ++count;
-      const char* src = reinterpret_cast<const char*>(table + k * dim);
+      const unsigned char* src = data + static_cast<std::size_t>(k) * stride;
       for (std::size_t p = 0; p < parts; ++p) {
         V v;
         std::memcpy(&v, src + p * vbytes, vbytes);
@@ -175,204 +181,182 @@ __attribute__((always_inline)) inline void bag_sum_fixed_rows(
 
 // The default build targets baseline x86-64 (SSE2); on a CPU with AVX2 the same loops run twice
 // as wide. Only "avx2" is enabled, never "fma": a fused multiply-add would round differently.
-#if defined(__x86_64__) && !defined(__AVX2__)
+#if defined(EMB_DETAIL_X86_DISPATCH) && !defined(__AVX2__)
 #define EMB_DETAIL_BAG_AVX2 1
-template <class T, std::size_t RowBytes, bool Weighted>
+template <class T, std::size_t RowBytes, bool Weighted, class Codec>
 __attribute__((target("avx2"))) void bag_sum_fixed_rows_avx2(
-    const T* table, const Index* idx, std::size_t n, IndexSpan offsets, std::size_t bags,
-    Index pad, const T* psw, bool mean, T* out, Index out_stride, std::size_t ahead) noexcept {
-  bag_sum_fixed_rows<T, RowBytes, Weighted, 32>(table, idx, n, offsets, bags, pad, psw, mean,
+    const TableView<Codec>& view, const Index* idx, std::size_t n, IndexSpan offsets,
+    std::size_t bags, Index skip, const T* psw, bool mean, T* out, Index out_stride,
+    std::size_t ahead) noexcept {
+  bag_sum_fixed_rows<T, RowBytes, Weighted, 32>(view, idx, n, offsets, bags, skip, psw, mean,
                                                 out, out_stride, ahead);
-}
-
-inline bool cpu_has_avx2() noexcept {
-  static const bool has = __builtin_cpu_supports("avx2") != 0;
-  return has;
 }
 #endif
 
-template <class T, std::size_t RowBytes, bool Weighted>
-inline void bag_sum_fixed_dispatch(const T* table, const Index* idx, std::size_t n,
-                                   IndexSpan offsets, std::size_t bags, Index pad, const T* psw,
+template <class T, std::size_t RowBytes, bool Weighted, class Codec>
+inline void bag_sum_fixed_dispatch(const TableView<Codec>& view, const Index* idx, std::size_t n,
+                                   IndexSpan offsets, std::size_t bags, Index skip, const T* psw,
                                    bool mean, T* out, Index out_stride,
                                    std::size_t ahead) noexcept {
 #ifdef EMB_DETAIL_BAG_AVX2
   if (cpu_has_avx2()) {
-    bag_sum_fixed_rows_avx2<T, RowBytes, Weighted>(table, idx, n, offsets, bags, pad, psw, mean,
+    bag_sum_fixed_rows_avx2<T, RowBytes, Weighted>(view, idx, n, offsets, bags, skip, psw, mean,
                                                    out, out_stride, ahead);
     return;
   }
 #endif
-  bag_sum_fixed_rows<T, RowBytes, Weighted, bag_vector_bytes>(table, idx, n, offsets, bags, pad,
+  bag_sum_fixed_rows<T, RowBytes, Weighted, bag_vector_bytes>(view, idx, n, offsets, bags, skip,
                                                               psw, mean, out, out_stride, ahead);
 }
 #endif  // __GNUC__ || __clang__
 
-// The register-accumulated pooling for float or double rows of 16 to 512 bytes (a power of
-// two); false for other rows, other types and other compilers. Longer rows would not fit in the
-// vector registers.
-template <class T>
-inline bool bag_sum_fixed(const T* table, Index dim, const Index* idx, std::size_t n,
-                          IndexSpan offsets, std::size_t bags, Index pad, const T* psw, bool mean,
-                          T* out, Index out_stride, std::size_t ahead) noexcept {
+// The register-accumulated pooling for rows that are float or double arrays of 16 to 512 bytes
+// (a power of two); false for other rows, other types and other compilers. Longer rows would
+// not fit in the vector registers.
+template <class T, class Codec>
+inline bool bag_sum_fixed(const TableView<Codec>& view, const Index* idx, std::size_t n,
+                          IndexSpan offsets, std::size_t bags, Index skip, const T* psw,
+                          bool mean, T* out, Index out_stride, std::size_t ahead) noexcept {
 #ifdef EMB_DETAIL_BAG_FIXED
-  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-    return with_fixed_row_bytes<512>(static_cast<std::size_t>(dim) * sizeof(T), [&](auto bytes) {
+  if constexpr (Codec::template copies<T> &&
+                (std::is_same_v<T, float> || std::is_same_v<T, double>)) {
+    return with_fixed_row_bytes<512>(static_cast<std::size_t>(view.dim) * sizeof(T),
+                                     [&](auto bytes) {
       constexpr std::size_t B = decltype(bytes)::value;
       if (psw != nullptr) {
-        bag_sum_fixed_dispatch<T, B, true>(table, idx, n, offsets, bags, pad, psw, mean, out,
+        bag_sum_fixed_dispatch<T, B, true>(view, idx, n, offsets, bags, skip, psw, mean, out,
                                            out_stride, ahead);
       } else {
-        bag_sum_fixed_dispatch<T, B, false>(table, idx, n, offsets, bags, pad, psw, mean, out,
+        bag_sum_fixed_dispatch<T, B, false>(view, idx, n, offsets, bags, skip, psw, mean, out,
                                             out_stride, ahead);
       }
     });
   }
 #endif
-  (void)table, (void)dim, (void)idx, (void)n, (void)offsets, (void)bags, (void)pad, (void)psw;
-  (void)mean, (void)out, (void)out_stride, (void)ahead;
+  (void)view, (void)idx, (void)n, (void)offsets, (void)bags, (void)skip, (void)psw, (void)mean;
+  (void)out, (void)out_stride, (void)ahead;
   return false;
 }
 
 // Sum (or Mean) pooling straight from the table into out: row b = sum over the bag's
-// non-padding entries of psw_i * W[idx_i], divided by their count for Mean. No (n, dim)
-// intermediate. Indices and offsets must already be valid; psw is null or has n values.
-template <class T>
-void bag_sum(const T* table, Index rows, Index dim, IndexSpan indices, IndexSpan offsets,
-             std::size_t bags, std::optional<Index> padding, const T* psw, bool mean, T* out,
-             Index out_stride) {
+// contributing entries of psw_i * W[idx_i] (W[idx_i] without psw), divided by their count for
+// Mean. No (n, dim) intermediate: each row is decoded (or read as it is) and added to the
+// output row. psw is null or has n values.
+template <class T, class Codec>
+void bag_sum(const TableView<Codec>& view, IndexSpan indices, IndexSpan offsets,
+             std::size_t bags, Index skip, const T* psw, bool mean, T* out, Index out_stride) {
   using Row = Eigen::Matrix<T, 1, Eigen::Dynamic>;
   const std::size_t n = indices.size();
-  const std::size_t ahead = bag_prefetch_distance<T>(rows, dim);
-  const auto row_bytes = static_cast<std::size_t>(dim) * sizeof(T);
-  const Index pad = padding.value_or(-1);
+  const Index dim = view.dim;
+  const std::size_t ahead = prefetch_distance(view);
   const Index* idx = indices.data();
-  if (bag_sum_fixed(table, dim, idx, n, offsets, bags, pad, psw, mean, out, out_stride, ahead)) {
-    return;
-  }
+  if (bag_sum_fixed(view, idx, n, offsets, bags, skip, psw, mean, out, out_stride, ahead)) return;
   for (std::size_t b = 0; b < bags; ++b) {
     T* dst = out + static_cast<Index>(b) * out_stride;
     Eigen::Map<Row>(dst, dim).setZero();
     Index count = 0;
     const std::size_t end = bag_end(offsets, b, n);
     for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
-      // Positions run in order across bags (offsets are non-decreasing).
-      if (ahead != 0 && i + ahead < n) prefetch_row(table + idx[i + ahead] * dim, row_bytes);
-      if (idx[i] == pad) continue;
+      prefetch_entry(view, idx, i, n, ahead);
+      const Index k = idx[i];
+      if (k == skip) continue;
       ++count;
-      axpy_row(dst, table + idx[i] * dim, psw != nullptr ? psw[i] : T(1), dim);
+      if (psw != nullptr) {
+        view.codec.template accumulate<true>(view.row(k), dim, psw[i], dst);
+      } else {
+        view.codec.template accumulate<false>(view.row(k), dim, T(1), dst);
+      }
     }
     if (mean && count > 0) Eigen::Map<Row>(dst, dim) /= static_cast<T>(count);
   }
 }
 
-// Element-wise max pooling. An empty (or all-padding) bag gives a zero row. The strict
-// comparison keeps the first occurrence on ties, as PyTorch's CPU loop does. When `winners` is
-// given, it receives (bags x dim) the table row each output element came from, or -1 for an
-// empty bag; the forward pass does without, so that its loop is a vectorised max.
-template <class T>
-void bag_max(const T* table, Index rows, Index dim, IndexSpan indices, IndexSpan offsets,
-             std::size_t bags, std::optional<Index> padding, T* out, Index out_stride,
-             std::vector<Index>* winners) {
+// Element-wise max pooling. An empty (or all-skipped) bag gives a zero row. The strict
+// comparison keeps the first occurrence on ties, as PyTorch's CPU loop does: Eigen's max is
+// std::max(dst, src) = (dst < src ? src : dst), packet by packet, the same element.
+template <class T, class Codec>
+void bag_max(const TableView<Codec>& view, IndexSpan indices, IndexSpan offsets,
+             std::size_t bags, Index skip, T* out, Index out_stride) {
   using Row = Eigen::Matrix<T, 1, Eigen::Dynamic>;
   const std::size_t n = indices.size();
-  const std::size_t ahead = bag_prefetch_distance<T>(rows, dim);
-  const auto row_bytes = static_cast<std::size_t>(dim) * sizeof(T);
-  const Index pad = padding.value_or(-1);
+  const Index dim = view.dim;
+  const std::size_t ahead = prefetch_distance(view);
   const Index* idx = indices.data();
-  if (winners != nullptr) winners->assign(bags * static_cast<std::size_t>(dim), -1);
+  std::vector<T> scratch(Codec::template copies<T> ? 0 : static_cast<std::size_t>(dim));
   for (std::size_t b = 0; b < bags; ++b) {
     T* dst = out + static_cast<Index>(b) * out_stride;
-    Index* win = winners != nullptr ? winners->data() + b * static_cast<std::size_t>(dim) : nullptr;
     bool first = true;
     const std::size_t end = bag_end(offsets, b, n);
     for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
-      if (ahead != 0 && i + ahead < n) prefetch_row(table + idx[i + ahead] * dim, row_bytes);
+      prefetch_entry(view, idx, i, n, ahead);
       const Index k = idx[i];
-      if (k == pad) continue;
-      const T* src = table + k * dim;
+      if (k == skip) continue;
       if (first) {
-        copy_row(dst, src, dim);
-        if (win != nullptr) std::fill(win, win + dim, k);
+        view.codec.decode(view.row(k), dim, dst);
         first = false;
-      } else if (win == nullptr) {
-        // Eigen's max is std::max(dst, src) = (dst < src ? src : dst), packet by packet: the
-        // same element as the strict comparison below, ties keeping dst.
-        Eigen::Map<Row>(dst, dim) =
-            Eigen::Map<Row>(dst, dim).cwiseMax(Eigen::Map<const Row>(src, dim));
-      } else {
-        for (Index j = 0; j < dim; ++j) {
-          if (src[j] > dst[j]) {
-            dst[j] = src[j];
-            win[j] = k;
-          }
-        }
+        continue;
       }
+      const T* src = row_as(view, k, scratch.data());
+      Eigen::Map<Row>(dst, dim) = Eigen::Map<Row>(dst, dim).cwiseMax(Eigen::Map<const Row>(src, dim));
     }
     if (first) Eigen::Map<Row>(dst, dim).setZero();
   }
 }
 
-// Sum / Mean gradient, row-sparse: values row r (already zero) = sum over the positions p of
-// segments.rows[r] of scale_p * grad_output[bag(p)], scale_p = psw_p / count(k) / bag_size.
-// count(k) is the number of occurrences of k in the whole call; the scale is formed in double
-// and rounded once, as PyTorch's dense bag backward does.
-template <class T>
-void bag_sum_backward(const RowSegments& segments, const std::vector<std::size_t>& bag_of,
-                      const std::vector<Index>& bag_size, const T* psw, bool mean,
-                      bool scale_grad_by_freq, const T* g, Index g_stride, Index dim, T* values) {
-  for (std::size_t r = 0; r < segments.rows.size(); ++r) {
-    T* dst = values + static_cast<Index>(r) * dim;
-    const auto count = static_cast<double>(segments.count(r));
-    for (std::size_t j = segments.starts[r]; j < segments.starts[r + 1]; ++j) {
-      const std::size_t p = segments.positions[j];
-      const std::size_t b = bag_of[p];
-      double scale = psw != nullptr ? static_cast<double>(psw[p]) : 1.0;
-      if (scale_grad_by_freq) scale /= count;
-      if (mean) scale /= static_cast<double>(bag_size[b]);  // >= 1: p itself is in the bag
-      axpy_row(dst, g + static_cast<Index>(b) * g_stride, static_cast<T>(scale), dim);
-    }
-  }
-}
-
-// Max gradient, row-sparse: every output element's gradient goes to the row that won it.
-// rows receives the distinct winning rows, ascending; values (rows.size() x dim) the sums,
-// accumulated in bag order.
-template <class T>
-void bag_max_backward(const std::vector<Index>& winners, std::size_t bags, const T* g,
-                      Index g_stride, Index dim, std::vector<Index>& rows, Matrix<T>& values) {
-  rows.clear();
-  for (Index k : winners) {
-    if (k >= 0) rows.push_back(k);
-  }
-  std::sort(rows.begin(), rows.end());
-  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
-  values = Matrix<T>::Zero(static_cast<Index>(rows.size()), dim);
+// The Max winners alone: winners (bags x dim) receives the row each output element of bag_max
+// comes from (the first occurrence of the maximum), or -1 for an empty bag. The running
+// maximum lives in one row of scratch; no pooled output is built.
+template <class T, class Codec>
+void bag_max_winners(const TableView<Codec>& view, IndexSpan indices, IndexSpan offsets,
+                     std::size_t bags, Index skip, std::vector<Index>& winners) {
+  const std::size_t n = indices.size();
+  const Index dim = view.dim;
+  const auto width = static_cast<std::size_t>(dim);
+  const Index* idx = indices.data();
+  std::vector<T> best(width);
+  std::vector<T> scratch(Codec::template copies<T> ? 0 : width);
+  winners.assign(bags * width, -1);
   for (std::size_t b = 0; b < bags; ++b) {
-    const Index* win = winners.data() + b * static_cast<std::size_t>(dim);
-    const T* src = g + static_cast<Index>(b) * g_stride;
-    for (Index j = 0; j < dim; ++j) {
-      if (win[j] < 0) continue;
-      const auto slot = std::lower_bound(rows.begin(), rows.end(), win[j]) - rows.begin();
-      values(static_cast<Index>(slot), j) += src[j];
+    Index* win = winners.data() + b * width;
+    bool first = true;
+    const std::size_t end = bag_end(offsets, b, n);
+    for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
+      const Index k = idx[i];
+      if (k == skip) continue;
+      const T* src = row_as(view, k, scratch.data());
+      if (first) {
+        std::copy(src, src + dim, best.begin());
+        std::fill(win, win + dim, k);
+        first = false;
+        continue;
+      }
+      for (std::size_t j = 0; j < width; ++j) {
+        if (src[j] > best[j]) {
+          best[j] = src[j];
+          win[j] = k;
+        }
+      }
     }
   }
 }
 
-// d out / d psw_i = <W[idx_i], grad_output[bag(i)]> (Sum mode); 0 for padding entries.
-template <class T>
-void bag_psw_backward(const T* table, Index dim, IndexSpan indices,
-                      const std::vector<std::size_t>& bag_of, std::optional<Index> padding,
-                      const T* g, Index g_stride, T* out) {
+// d out / d psw_i = <W[idx_i], grad_output[bag(i)]> (Sum mode); 0 for skipped entries.
+template <class T, class Codec>
+void bag_psw_backward(const TableView<Codec>& view, IndexSpan indices,
+                      const std::vector<std::size_t>& bag_of, Index skip, const T* g,
+                      Index g_stride, T* out) {
   using Row = Eigen::Matrix<T, 1, Eigen::Dynamic>;
-  const Index pad = padding.value_or(-1);
+  const Index dim = view.dim;
+  std::vector<T> scratch(Codec::template copies<T> ? 0 : static_cast<std::size_t>(dim));
   for (std::size_t i = 0; i < indices.size(); ++i) {
     const Index k = indices[i];
-    out[i] =
-        k == pad
-            ? T(0)
-            : Eigen::Map<const Row>(table + k * dim, dim)
-                  .dot(Eigen::Map<const Row>(g + static_cast<Index>(bag_of[i]) * g_stride, dim));
+    if (k == skip) {
+      out[i] = T(0);
+      continue;
+    }
+    const T* w = row_as(view, k, scratch.data());
+    out[i] = Eigen::Map<const Row>(w, dim).dot(
+        Eigen::Map<const Row>(g + static_cast<Index>(bag_of[i]) * g_stride, dim));
   }
 }
 

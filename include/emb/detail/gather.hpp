@@ -1,8 +1,10 @@
-// emb/detail/gather.hpp — the validated row gather behind every lookup.
+// emb/detail/gather.hpp — the validated row gather behind every lookup, and the prefetch
+// policy every kernel that reads random rows shares.
 //
 // A lookup moves memory and does no arithmetic, so the loop is built around the memory system:
-// - short rows are copied by inlined vector moves of a compile-time size (a library memcpy
-//   per 64-byte row costs as much as the copy);
+// - rows that already are arrays of T are copied as they are: short rows by inlined vector
+//   moves of a compile-time size (a library memcpy per 64-byte row costs as much as the copy),
+//   long rows by memcpy; other storage is decoded by its codec straight into the output row;
 // - tables far larger than the caches prefetch the rows a few positions ahead, with the bytes
 //   in flight capped so that long rows do not evict what is about to be copied;
 // - large calls split the positions over the opt-in threads (see parallel.hpp).
@@ -17,6 +19,7 @@
 #include <Eigen/Core>
 
 #include "../index_span.hpp"
+#include "codec.hpp"
 #include "error.hpp"
 #include "parallel.hpp"
 
@@ -30,26 +33,7 @@ inline void copy_row(T* dst, const T* src, Index dim) noexcept {
   Eigen::Map<Row>(dst, dim) = Eigen::Map<const Row>(src, dim);
 }
 
-// Whether every index is in [0, size): a branch-free pass the compiler vectorises. For k and
-// size in [0, 2^63) the top bit of (k - size) mod 2^64 is set exactly when k < size, and the
-// top bit of ~k is set exactly when k >= 0; the AND over all indices keeps it only if every
-// index passes both.
-inline bool all_indices_valid(IndexSpan indices, Index size) noexcept {
-  const auto bound = static_cast<std::uint64_t>(size);
-  const Index* p = indices.data();
-  std::uint64_t acc = ~std::uint64_t{0};
-  for (std::size_t i = 0; i < indices.size(); ++i) {
-    const auto u = static_cast<std::uint64_t>(p[i]);
-    acc &= (u - bound) & ~u;
-  }
-  return indices.empty() || (acc >> 63) != 0;
-}
-
-// check_indices with the common case (all valid) on the fast pass; the slow pass finds the
-// first bad index for the message.
-inline void check_gather_indices(const char* where, IndexSpan indices, Index size) {
-  if (!all_indices_valid(indices, size)) check_indices(where, indices, size);
-}
+// ---- prefetch policy -----------------------------------------------------------------------
 
 // Tables above this size miss the caches on random rows (latency jumps past ~6 MiB).
 inline constexpr std::size_t prefetch_min_table_bytes = std::size_t{8} << 20;
@@ -58,29 +42,19 @@ inline constexpr std::size_t prefetch_bytes_in_flight = std::size_t{4} << 10;
 inline constexpr std::size_t prefetch_max_rows = 16;
 inline constexpr std::size_t cache_line = 64;
 
-// How one gather runs: rows prefetched ahead (0 = none) and threads.
-struct GatherPlan {
-  std::size_t prefetch_rows = 0;
-  int threads = 1;
-};
-
-inline std::size_t prefetch_distance(std::size_t row_bytes) noexcept {
-  if (row_bytes == 0) return 0;
+// How many positions ahead a kernel reading rows of `row_bytes` from a table of
+// `table_bytes` prefetches: none for tables that fit the caches, otherwise as many rows as fit
+// in the bytes-in-flight cap (at least one, at most prefetch_max_rows).
+inline std::size_t prefetch_distance(std::size_t table_bytes, std::size_t row_bytes) noexcept {
+  if (row_bytes == 0 || table_bytes < prefetch_min_table_bytes) return 0;
   std::size_t d = prefetch_bytes_in_flight / row_bytes;
   if (d > prefetch_max_rows) d = prefetch_max_rows;
   return d == 0 ? 1 : d;
 }
 
-// The plan gather_rows uses for a table of rows x dim values of `value_bytes` and n lookups.
-inline GatherPlan plan_gather(Index rows, Index dim, std::size_t n,
-                              std::size_t value_bytes) noexcept {
-  const std::size_t row_bytes = static_cast<std::size_t>(dim) * value_bytes;
-  GatherPlan plan;
-  if (static_cast<std::size_t>(rows) * row_bytes >= prefetch_min_table_bytes) {
-    plan.prefetch_rows = prefetch_distance(row_bytes);
-  }
-  plan.threads = threads_for(n, n * row_bytes);
-  return plan;
+template <class Codec>
+inline std::size_t prefetch_distance(const TableView<Codec>& view) noexcept {
+  return prefetch_distance(view.table_bytes(), view.row_bytes());
 }
 
 inline void prefetch_row(const void* row, std::size_t row_bytes) noexcept {
@@ -93,23 +67,45 @@ inline void prefetch_row(const void* row, std::size_t row_bytes) noexcept {
 #endif
 }
 
-// Positions [begin, end) of an already validated gather; `copy(dst, src)` moves one row.
-template <class T, class Copy>
-inline void gather_range(const T* table, Index dim, const Index* idx, std::size_t begin,
+// ---- the gather ----------------------------------------------------------------------------
+
+// How one gather runs: rows prefetched ahead (0 = none) and threads.
+struct GatherPlan {
+  std::size_t prefetch_rows = 0;
+  int threads = 1;
+};
+
+// The plan for n lookups into a table of `table_bytes` whose rows read `row_bytes` and
+// write `out_row_bytes`.
+inline GatherPlan plan_gather(std::size_t table_bytes, std::size_t row_bytes, std::size_t n,
+                              std::size_t out_row_bytes) noexcept {
+  GatherPlan plan;
+  plan.prefetch_rows = prefetch_distance(table_bytes, row_bytes);
+  plan.threads = threads_for(n, n * out_row_bytes);
+  return plan;
+}
+
+template <class T, class Codec>
+inline GatherPlan plan_gather(const TableView<Codec>& view, std::size_t n) noexcept {
+  return plan_gather(view.table_bytes(), view.row_bytes(), n,
+                     static_cast<std::size_t>(view.dim) * sizeof(T));
+}
+
+// Positions [begin, end) of an already validated gather; `copy(dst, src_row)` moves one row.
+template <class T, class Codec, class Copy>
+inline void gather_range(const TableView<Codec>& view, const Index* idx, std::size_t begin,
                          std::size_t end, T* out, Index out_stride, std::size_t prefetch_rows,
                          Copy copy) noexcept {
   std::size_t i = begin;
   if (prefetch_rows != 0 && end - begin > prefetch_rows) {
-    const std::size_t row_bytes = static_cast<std::size_t>(dim) * sizeof(T);
-    for (std::size_t j = begin; j < begin + prefetch_rows; ++j) {
-      prefetch_row(table + idx[j] * dim, row_bytes);
-    }
+    const std::size_t row_bytes = view.row_bytes();
+    for (std::size_t j = begin; j < begin + prefetch_rows; ++j) prefetch_row(view.row(idx[j]), row_bytes);
     for (; i + prefetch_rows < end; ++i) {
-      prefetch_row(table + idx[i + prefetch_rows] * dim, row_bytes);
-      copy(out + static_cast<Index>(i) * out_stride, table + idx[i] * dim);
+      prefetch_row(view.row(idx[i + prefetch_rows]), row_bytes);
+      copy(out + static_cast<Index>(i) * out_stride, view.row(idx[i]));
     }
   }
-  for (; i < end; ++i) copy(out + static_cast<Index>(i) * out_stride, table + idx[i] * dim);
+  for (; i < end; ++i) copy(out + static_cast<Index>(i) * out_stride, view.row(idx[i]));
 }
 
 // Calls f(std::integral_constant<std::size_t, B>{}) when `bytes` is a power of two B from 16
@@ -136,64 +132,71 @@ inline bool with_fixed_row_bytes(std::size_t bytes, F&& f) {
   }
 }
 
-// Rows of 16 to 256 bytes are copied by a fixed-size memcpy, which the compiler turns into a
-// few inlined vector moves: a library call per short row would cost as much as the copy.
-// Returns false for other sizes.
-template <class T>
-inline bool gather_range_fixed(const T* table, Index dim, const Index* idx, std::size_t begin,
-                               std::size_t end, T* out, Index out_stride,
-                               std::size_t prefetch_rows) noexcept {
-  return with_fixed_row_bytes<256>(static_cast<std::size_t>(dim) * sizeof(T), [&](auto bytes) {
-    constexpr std::size_t B = decltype(bytes)::value;
-    gather_range(table, dim, idx, begin, end, out, out_stride, prefetch_rows,
-                 [](T* d, const T* s) { std::memcpy(d, s, B); });
-  });
-}
-
-// Picks the row copy once per call: fixed-size moves for the common short rows, Eigen's packet
-// loop for other short rows, glibc's memcpy (the fastest copy there is) for long rows.
-template <class T>
-inline void gather_range_dispatch(const T* table, Index dim, const Index* idx, std::size_t begin,
-                                  std::size_t end, T* out, Index out_stride,
+// Picks the row copy once per call. Rows that are arrays of T: fixed-size moves for the common
+// short rows (a fixed-size memcpy, which the compiler turns into a few inlined vector moves),
+// Eigen's packet loop for other short rows, glibc's memcpy (the fastest copy there is) for
+// long rows. Other storage: the codec decodes each row into the output.
+template <class T, class Codec>
+inline void gather_range_dispatch(const TableView<Codec>& view, const Index* idx,
+                                  std::size_t begin, std::size_t end, T* out, Index out_stride,
                                   std::size_t prefetch_rows) noexcept {
-  if (gather_range_fixed(table, dim, idx, begin, end, out, out_stride, prefetch_rows)) return;
-  const std::size_t row_bytes = static_cast<std::size_t>(dim) * sizeof(T);
-  if (row_bytes < 256) {
-    gather_range(table, dim, idx, begin, end, out, out_stride, prefetch_rows,
-                 [dim](T* d, const T* s) { copy_row(d, s, dim); });
+  const Index dim = view.dim;
+  if constexpr (Codec::template copies<T>) {
+    const std::size_t row_bytes = static_cast<std::size_t>(dim) * sizeof(T);
+    const bool fixed = with_fixed_row_bytes<256>(row_bytes, [&](auto bytes) {
+      constexpr std::size_t B = decltype(bytes)::value;
+      gather_range(view, idx, begin, end, out, out_stride, prefetch_rows,
+                   [](T* d, const unsigned char* s) { std::memcpy(d, s, B); });
+    });
+    if (fixed) return;
+    if (row_bytes < 256) {
+      gather_range(view, idx, begin, end, out, out_stride, prefetch_rows,
+                   [dim](T* d, const unsigned char* s) {
+                     copy_row(d, reinterpret_cast<const T*>(s), dim);
+                   });
+    } else {
+      gather_range(view, idx, begin, end, out, out_stride, prefetch_rows,
+                   [row_bytes](T* d, const unsigned char* s) { std::memcpy(d, s, row_bytes); });
+    }
   } else {
-    gather_range(table, dim, idx, begin, end, out, out_stride, prefetch_rows,
-                 [row_bytes](T* d, const T* s) { std::memcpy(d, s, row_bytes); });
+    const Codec& codec = view.codec;
+    gather_range(view, idx, begin, end, out, out_stride, prefetch_rows,
+                 [&codec, dim](T* d, const unsigned char* s) { codec.decode(s, dim, d); });
   }
 }
 
 // The gather itself, indices already validated against the table.
-template <class T>
-inline void gather_rows_unchecked(const T* table, Index dim, IndexSpan indices, T* out,
+template <class T, class Codec>
+inline void gather_rows_unchecked(const TableView<Codec>& view, IndexSpan indices, T* out,
                                   Index out_stride, const GatherPlan& plan) noexcept {
   const Index* idx = indices.data();
-  if (dim == 0 || indices.empty()) return;
+  if (view.dim == 0 || indices.empty()) return;
   parallel_ranges(indices.size(), plan.threads, [&](std::size_t begin, std::size_t end) {
-    gather_range_dispatch(table, dim, idx, begin, end, out, out_stride, plan.prefetch_rows);
+    gather_range_dispatch(view, idx, begin, end, out, out_stride, plan.prefetch_rows);
   });
 }
 
-// out row i (at out + i*out_stride) = table row indices[i], with an explicit plan (tests force
-// every path with it). Every index is checked against [0, rows) before anything is written, so
-// a bad index leaves `out` untouched.
+// out row i (at out + i*out_stride) = table row indices[i] as T. Every index is checked
+// against [0, rows) before anything is written, so a bad index leaves `out` untouched.
+template <class T, class Codec>
+inline void gather_rows(const char* where, const TableView<Codec>& view, IndexSpan indices,
+                        T* out, Index out_stride, const GatherPlan& plan) {
+  check_indices(where, indices, view.rows);
+  gather_rows_unchecked(view, indices, out, out_stride, plan);
+}
+
+// The same on a plain (rows, dim) array of T, with an explicit plan (tests force every path
+// with it) or the one chosen for this table and call.
 template <class T>
 inline void gather_rows(const char* where, const T* table, Index rows, Index dim,
                         IndexSpan indices, T* out, Index out_stride, const GatherPlan& plan) {
-  check_gather_indices(where, indices, rows);
-  gather_rows_unchecked(table, dim, indices, out, out_stride, plan);
+  gather_rows(where, value_view(table, rows, dim), indices, out, out_stride, plan);
 }
-
-// The same with the plan chosen for this table and call.
 template <class T>
 inline void gather_rows(const char* where, const T* table, Index rows, Index dim,
                         IndexSpan indices, T* out, Index out_stride) {
-  gather_rows(where, table, rows, dim, indices, out, out_stride,
-              plan_gather(rows, dim, indices.size(), sizeof(T)));
+  const auto view = value_view(table, rows, dim);
+  gather_rows(where, view, indices, out, out_stride, plan_gather<T>(view, indices.size()));
 }
 
 }  // namespace emb::detail

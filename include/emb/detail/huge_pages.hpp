@@ -93,23 +93,4 @@ inline std::size_t huge_page_bytes(const void* p, std::size_t bytes) {
 #endif
 }
 
-// A property of one heap buffer that follows the buffer: kept when its owner is moved (the
-// buffer moves), dropped when it is copied (the copy gets a fresh, ordinary buffer).
-struct BufferFlag {
-  bool on = false;
-  BufferFlag() = default;
-  BufferFlag(const BufferFlag&) noexcept {}
-  BufferFlag(BufferFlag&& other) noexcept : on(other.on) { other.on = false; }
-  BufferFlag& operator=(const BufferFlag&) noexcept {
-    on = false;
-    return *this;
-  }
-  BufferFlag& operator=(BufferFlag&& other) noexcept {
-    on = other.on;
-    other.on = false;
-    return *this;
-  }
-  ~BufferFlag() = default;
-};
-
 }  // namespace emb::detail

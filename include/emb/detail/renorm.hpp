@@ -1,4 +1,5 @@
-// emb/detail/renorm.hpp — the max_norm rewrite that precedes a lookup.
+// emb/detail/renorm.hpp — the max_norm rewrite that precedes a lookup. Norms are taken of the
+// stored values in double, whatever the storage.
 #pragma once
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "../index_span.hpp"
+#include "rounding.hpp"
 
 namespace emb::detail {
 
@@ -62,22 +64,26 @@ double row_norm(const T* row, Index dim, double p) noexcept {
   return std::pow(acc, 1.0 / p);
 }
 
-// Rescales one row by max_norm / (norm + 1e-7), computed in double, when its p-norm exceeds
-// max_norm, as PyTorch's embedding_renorm_ does.
-template <class T>
-inline void renorm_row(T* row, Index dim, double max_norm, double p) noexcept {
+// Rescales one row by max_norm / (norm + 1e-7), the scale computed in double and rounded to T,
+// when its p-norm exceeds max_norm, as PyTorch's embedding_renorm_ does. Each value is scaled
+// in T and rounded back to the storage S (nothing to round when S is T). The row is measured
+// once.
+template <class T, class S>
+inline void renorm_row(S* row, Index dim, double max_norm, double p) noexcept {
+  double norm = 0.0;
   if (p == 2.0) {
     // Most rows of a table trained with max_norm sit just under it. Their square root is not
     // needed: a sum of squares below max_norm^2 (1 - 1e-12), a bound that survives the rounding
     // of max_norm^2, has a correctly rounded root <= max_norm, which is the same decision.
     const double sum = squared_norm(row, dim);
     if (sum <= max_norm * max_norm * (1.0 - 1e-12)) return;
+    norm = std::sqrt(sum);
+  } else {
+    norm = row_norm(row, dim, p);
   }
-  const double norm = row_norm(row, dim, p);
-  if (norm > max_norm) {
-    const T scale = static_cast<T>(max_norm / (norm + 1e-7));
-    for (Index j = 0; j < dim; ++j) row[j] *= scale;
-  }
+  if (!(norm > max_norm)) return;
+  const T scale = static_cast<T>(max_norm / (norm + 1e-7));
+  for (Index j = 0; j < dim; ++j) row[j] = round_nearest<S>(static_cast<T>(row[j]) * scale);
 }
 
 // Reused state of renorm_distinct: one byte per table row (allocated at the first call; 1/64
@@ -88,13 +94,13 @@ struct RenormScratch {
   std::vector<Index> distinct;
 };
 
-// Rescales, in place, every distinct row named in `indices` whose p-norm exceeds max_norm, by
-// max_norm / (norm + 1e-7) computed in double, as PyTorch's embedding_renorm_ does; rows not
-// named are untouched. O(n + distinct·dim): the distinct rows are found with a byte map, not a
-// sort, and each is measured once. Rows are independent, so visiting them
-// in first-occurrence order gives the same table. Indices must already be valid in [0, rows).
-template <class T>
-void renorm_distinct(T* table, Index rows, Index dim, IndexSpan indices, double max_norm,
+// Rescales, in place, every distinct row named in `indices` whose p-norm exceeds max_norm (see
+// renorm_row); rows not named are untouched. O(n + distinct·dim): the distinct rows are found
+// with a byte map, not a sort, and each is measured once. Rows are independent, so visiting
+// them in first-occurrence order gives the same table. Indices must already be valid in
+// [0, rows).
+template <class T, class S>
+void renorm_distinct(S* table, Index rows, Index dim, IndexSpan indices, double max_norm,
                      double p, RenormScratch& scratch) {
   auto& seen = scratch.seen;
   auto& distinct = scratch.distinct;
@@ -110,20 +116,9 @@ void renorm_distinct(T* table, Index rows, Index dim, IndexSpan indices, double 
     count += mark[u] ^ 1u;
     mark[u] = 1;
   }
-  if (p == 2.0) {
-    // Most rows of a table trained with max_norm sit just under it, so the common case is one
-    // sum of squares and a compare (see renorm_row).
-    const double bound = max_norm * max_norm * (1.0 - 1e-12);
-    for (std::size_t i = 0; i < count; ++i) {
-      T* row = table + out[i] * dim;
-      if (squared_norm(row, dim) > bound) renorm_row(row, dim, max_norm, p);
-      mark[static_cast<std::size_t>(out[i])] = 0;  // leave the map clear for the next call
-    }
-    return;
-  }
   for (std::size_t i = 0; i < count; ++i) {
-    renorm_row(table + out[i] * dim, dim, max_norm, p);
-    mark[static_cast<std::size_t>(out[i])] = 0;
+    renorm_row<T>(table + out[i] * dim, dim, max_norm, p);
+    mark[static_cast<std::size_t>(out[i])] = 0;  // leave the map clear for the next call
   }
 }
 

@@ -51,8 +51,10 @@
 #include <Eigen/Core>
 
 #include "../detail/bag.hpp"
+#include "../detail/codec.hpp"
 #include "../detail/error.hpp"
 #include "../detail/rng.hpp"
+#include "../detail/scatter.hpp"
 #include "../detail/table.hpp"
 #include "../embedding.hpp"
 #include "../embedding_bag.hpp"
@@ -348,7 +350,7 @@ class ShardedTable {
   // takes optim_table), and its weight is this rank's block.
   Shard& shard() noexcept { return shard_; }
   const Shard& shard() const noexcept { return shard_; }
-  const Matrix<T>& local_weight() const noexcept { return shard_.weight(); }
+  Eigen::Map<const Matrix<T>> local_weight() const { return shard_.weight(); }
   bool frozen() const { return shard_.frozen(); }
   void freeze(bool on = true) { shard_.freeze(on); }
 
@@ -1011,24 +1013,26 @@ class ShardedEmbeddingBag
     const auto ud = static_cast<std::size_t>(d);
     const std::size_t received_parts = r.recv_offsets.size();
     const IndexSpan ids(r.recv_ids), part_offsets(r.recv_offsets);
-    Matrix<T> maxima(static_cast<Index>(received_parts), d);
+    const auto weight = this->shard_.weight();
     std::vector<Index> winners;
-    emb::detail::bag_max(this->shard_.weight().data(), this->shard_.num_embeddings(), d, ids,
-                         part_offsets, received_parts, this->shard_.padding_idx(), maxima.data(),
-                         d, &winners);
-    // Reply rows: dim values, then dim winner places (int32, -1 for none) within the partial bag.
+    emb::detail::bag_max_winners<T>(
+        emb::detail::value_view(weight.data(), weight.rows(), weight.cols()), ids, part_offsets,
+        received_parts, this->shard_.padding_idx().value_or(-1), winners);
+    // Reply rows: dim values (the winners' own), then dim winner places (int32, -1 for none)
+    // within the partial bag.
     const std::size_t value_bytes = ud * sizeof(T);
     const std::size_t reply_bytes = value_bytes + ud * sizeof(std::int32_t);
     std::vector<unsigned char> reply(received_parts * reply_bytes);
     for (std::size_t p = 0; p < received_parts; ++p) {
       unsigned char* row = reply.data() + p * reply_bytes;
-      if (value_bytes != 0) std::memcpy(row, &maxima(static_cast<Index>(p), 0), value_bytes);
       const auto first = static_cast<std::size_t>(r.recv_offsets[p]);
       const std::size_t end = p + 1 < received_parts
                                   ? static_cast<std::size_t>(r.recv_offsets[p + 1])
                                   : r.recv_ids.size();
       for (std::size_t j = 0; j < ud; ++j) {
         const Index w = winners[p * ud + j];
+        const T value = w >= 0 ? weight(w, static_cast<Index>(j)) : T(0);
+        std::memcpy(row + j * sizeof(T), &value, sizeof value);
         std::int32_t place = -1;
         // The winner's first entry: an earlier entry of the same row would have won first.
         for (std::size_t k = first; w >= 0 && k < end; ++k) {
@@ -1099,8 +1103,8 @@ class ShardedEmbeddingBag
     }
     SparseGrad<T> grad;
     grad.num_embeddings = this->shard_.num_embeddings();
-    emb::detail::bag_max_backward(winners, received_parts, grads.data(), d, d, grad.rows,
-                                  grad.values);
+    emb::detail::max_winners_sparse(winners, received_parts, grads.data(), d, d, grad.rows,
+                                    grad.values);
     return grad;
   }
 
@@ -1115,11 +1119,19 @@ class ShardedEmbeddingBag
 
 // emb::optim steps the table an unqualified optim_table(x) returns: a sharded table's shard.
 template <class T>
-Embedding<T>& optim_table(ShardedEmbedding<T>& table) {
+Embedding<T>& optim_table(ShardedEmbedding<T>& table) noexcept {
   return table.shard();
 }
 template <class T>
-EmbeddingBag<T>& optim_table(ShardedEmbeddingBag<T>& table) {
+const Embedding<T>& optim_table(const ShardedEmbedding<T>& table) noexcept {
+  return table.shard();
+}
+template <class T>
+EmbeddingBag<T>& optim_table(ShardedEmbeddingBag<T>& table) noexcept {
+  return table.shard();
+}
+template <class T>
+const EmbeddingBag<T>& optim_table(const ShardedEmbeddingBag<T>& table) noexcept {
   return table.shard();
 }
 
