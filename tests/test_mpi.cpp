@@ -408,7 +408,7 @@ TEST_CASE("ShardedEmbedding: optimizer steps on the shards equal those on one ta
         adagrad_whole.step(whole, g_whole);
         break;
       default:
-        adam.step(emb::dist::optim_table(sharded), g);
+        adam.step(sharded, g);  // through emb::dist::optim_table: the shard
         adam_whole.step(whole, g_whole);
         break;
     }
@@ -417,6 +417,10 @@ TEST_CASE("ShardedEmbedding: optimizer steps on the shards equal those on one ta
                 1e-6));
   }
   CHECK(&emb::dist::optim_table(sharded) == &sharded.shard());
+  CHECK(adam.steps(sharded) == 2);
+  CHECK(adam.steps(sharded) == adam.steps(sharded.shard()));
+  adam.forget(sharded);
+  CHECK(adam.steps(sharded) == 0);
   const Matrix<float> gathered = sharded.gather_weight();
   if (comm.rank() == 0) CHECK(close(gathered, whole.weight(), 1e-5, 1e-6));
 }
@@ -544,7 +548,7 @@ TEST_CASE("ShardedEmbeddingBag: fixed-length bags and a training step with Spars
     const Matrix<float> out = sharded.forward(mine);
     const Matrix<float> out_whole = whole.forward(all);
     CHECK(close(out, out_whole.middleRows(comm.rank() * bags_per_rank, bags_per_rank), 1e-5, 1e-6));
-    adam.step(sharded.shard(), sharded.backward(mine, out));
+    adam.step(sharded, sharded.backward(mine, out));
     adam_whole.step(whole, whole.backward(all, out_whole));
     CHECK(close(sharded.local_weight(),
                 whole.weight().middleRows(sharded.local_row_begin(), sharded.local_rows()), 1e-5,

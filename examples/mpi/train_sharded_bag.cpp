@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
       double loss = 0.5 * static_cast<double>(grad.squaredNorm()), total = 0.0;
       MPI_Allreduce(&loss, &total, 1, MPI_DOUBLE, MPI_SUM, comm.get());
       // The shard's gradient over every rank's bags, then a step of the local shard.
-      optimizer.step(table.shard(), table.backward(ids, offsets, grad));  // collective
+      optimizer.step(table, table.backward(ids, offsets, grad));  // backward is collective
       if (step == 1) first_loss = total;
       last_loss = total;
       if (root && (step == 1 || step % 100 == 0 || step == steps)) {
