@@ -821,3 +821,30 @@ TEST_CASE("Sharded tables: ranks passing different options or roots all throw") 
   CHECK(contains(root, "root " + std::to_string(comm.size()) + " is not a rank"));
   CHECK_THROWS_AS((void)t.owner(10), std::out_of_range);
 }
+
+TEST_CASE("Sharded tables: empty tables, zero-width rows and empty batches on every rank") {
+  const Communicator comm;
+  ShardedEmbedding<float> none(comm, EmbeddingOptions(0, 3), 0);
+  CHECK(none.local_rows() == 0);
+  CHECK(none.forward({}).rows() == 0);
+  CHECK_THROWS_AS((void)none.forward({0}), std::out_of_range);
+  CHECK(none.backward({}, Matrix<float>(0, 3)).rows.empty());
+
+  ShardedEmbedding<float> flat(comm, EmbeddingOptions(9, 0), 0);
+  const std::vector<Index> ids = {8, 0, 4};
+  const Matrix<float> out = flat.forward(ids);
+  CHECK(out.rows() == 3);
+  CHECK(out.cols() == 0);
+  const SparseGrad<float> g = flat.backward(ids, Matrix<float>(3, 0));
+  CHECK(g.values.cols() == 0);
+
+  for (const BagMode mode : {BagMode::Sum, BagMode::Max}) {
+    ShardedEmbeddingBag<float> bags(comm, EmbeddingBagOptions(9, 0).mode(mode), 0);
+    const std::vector<Index> offsets = {0, 1};
+    CHECK(bags.forward(ids, offsets).rows() == 2);
+    CHECK(bags.backward(ids, offsets, Matrix<float>(2, 0)).values.cols() == 0);
+    ShardedEmbeddingBag<float> wide(comm, EmbeddingBagOptions(9, 2).mode(mode), 0);
+    CHECK(wide.forward({}, {}).rows() == 0);
+    CHECK(wide.backward({}, {}, Matrix<float>(0, 2)).rows.empty());
+  }
+}
