@@ -44,7 +44,7 @@ constexpr std::size_t kBagLength = 20;
 constexpr std::size_t kBags = 205;  // 4100 ids per rank per step
 constexpr std::size_t kPool = 32;   // batches rotated through
 constexpr int kIterations = 200;
-constexpr int kRepetitions = 3;
+constexpr int kRepetitions = 5;
 constexpr std::uint64_t kSeed = 1;
 
 int g_rank = 0;
