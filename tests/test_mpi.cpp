@@ -838,11 +838,11 @@ TEST_CASE("Sharded tables: empty tables, zero-width rows and empty batches on ev
   const SparseGrad<float> g = flat.backward(ids, Matrix<float>(3, 0));
   CHECK(g.values.cols() == 0);
 
+  ShardedEmbeddingBag<float> bags(comm, EmbeddingBagOptions(9, 0).mode(BagMode::Sum), 0);
+  const std::vector<Index> offsets = {0, 1};
+  CHECK(bags.forward(ids, offsets).rows() == 2);
+  CHECK(bags.backward(ids, offsets, Matrix<float>(2, 0)).values.cols() == 0);
   for (const BagMode mode : {BagMode::Sum, BagMode::Max}) {
-    ShardedEmbeddingBag<float> bags(comm, EmbeddingBagOptions(9, 0).mode(mode), 0);
-    const std::vector<Index> offsets = {0, 1};
-    CHECK(bags.forward(ids, offsets).rows() == 2);
-    CHECK(bags.backward(ids, offsets, Matrix<float>(2, 0)).values.cols() == 0);
     ShardedEmbeddingBag<float> wide(comm, EmbeddingBagOptions(9, 2).mode(mode), 0);
     CHECK(wide.forward({}, {}).rows() == 0);
     CHECK(wide.backward({}, {}, Matrix<float>(0, 2)).rows.empty());
