@@ -13,5 +13,7 @@
 #include "vocabulary.hpp"
 #include "io/file_error.hpp"
 #include "io/npy.hpp"
+#include "io/mapped.hpp"
 #include "io/word2vec.hpp"
 #include "io/glove.hpp"
+#include "fasttext.hpp"
