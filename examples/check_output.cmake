@@ -1,6 +1,9 @@
 # Runs PROGRAM and checks that its output matches every regular expression in EXPECT
-# (one per line; blank lines and lines starting with '#' are skipped).
-execute_process(COMMAND ${PROGRAM} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+# (one per line; blank lines and lines starting with '#' are skipped). An optional LAUNCHER runs
+# it (e.g. mpiexec and its arguments, separated by '|').
+string(REPLACE "|" ";" launcher "${LAUNCHER}")
+execute_process(COMMAND ${launcher} ${PROGRAM} RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                ERROR_VARIABLE err)
 message("${out}")
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "${PROGRAM} exited with ${rc}\n${err}")

@@ -12,7 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-${FUZZ_SECONDS:-30}}
 build=${FUZZ_BUILD_DIR:-$root/build/fuzz}
-targets=(npy word2vec glove fasttext)
+targets=(npy word2vec glove fasttext shard_manifest)
 
 if ! command -v clang++ >/dev/null 2>&1; then
   echo "fuzz: clang++ not found (Debian: apt-get install clang libclang-rt-14-dev)" >&2

@@ -6,6 +6,8 @@
 #   scripts/bench.sh            default mode, about two minutes including the build
 #   scripts/bench.sh --full     every case (N from 1e2 to ~1 GiB, Zipf everywhere; ~4 minutes)
 #   scripts/bench.sh --lookup   only the lookup-vs-matmul benchmark
+#   scripts/bench.sh --mpi      only the sharded bag table on 2 MPI ranks (target D1; a 1 GiB
+#                               table, about a minute)
 #   scripts/bench.sh -- ARGS    ARGS go to both programs (e.g. --benchmark_filter=onehot)
 #
 # Results stay in build/release/bench-results/: the Google Benchmark JSON of each program, the
@@ -20,8 +22,9 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --full) mode=(--full) ;;
     --lookup) programs=(bench_lookup) ;;
+    --mpi) programs=(bench_mpi) ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -40,7 +43,16 @@ export OMP_PROC_BIND="${OMP_PROC_BIND:-true}" OMP_PLACES="${OMP_PLACES:-cores}"
 for program in "${programs[@]}"; do
   echo
   echo "===== $program ${mode[*]:-}"
-  "build/release/bench/$program" "${mode[@]}" --plot_dir="$PWD/$out" \
+  launch=()
+  if [ "$program" = bench_mpi ]; then
+    # Two ranks on this machine; OpenMPI refuses root unless told, and counts cores strictly.
+    launch=(mpirun -np 2)
+    if mpirun --version 2>/dev/null | grep -q "Open MPI"; then
+      launch+=(--oversubscribe)
+      [ "$(id -u)" -eq 0 ] && launch+=(--allow-run-as-root)
+    fi
+  fi
+  "${launch[@]}" "build/release/bench/$program" "${mode[@]}" --plot_dir="$PWD/$out" \
     --benchmark_out="$out/$program.json" --benchmark_out_format=json "${extra[@]}"
 done
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's archive, whatever emb's build needs and the machine lacks:
-# a C++17 compiler, CMake, Eigen 3, doctest, Google Benchmark and nlohmann/json (for
-# emb/io/safetensors.hpp, its tests, example and fuzzer). gnuplot is optional and is installed
+# a C++17 compiler, CMake, Eigen 3, doctest, Google Benchmark, nlohmann/json (for
+# emb/io/safetensors.hpp, its tests, example and fuzzer) and OpenMPI (for emb::mpi, its tests,
+# benchmark and example; EMB_WITHOUT_MPI=1 skips it). gnuplot is optional and is installed
 # only with EMB_WITH_GNUPLOT=1; clang's libFuzzer only with EMB_WITH_FUZZ=1; fastText and
 # hyperfine only with EMB_WITH_FASTTEXT=1.
 # Does nothing when everything is present.
@@ -16,6 +17,15 @@ have_header eigen3/Eigen/Core || need+=(libeigen3-dev)
 have_header doctest/doctest.h || need+=(doctest-dev)
 have_header benchmark/benchmark.h || need+=(libbenchmark-dev)
 have_header nlohmann/json.hpp || need+=(nlohmann-json3-dev)
+if [ "${EMB_WITHOUT_MPI:-0}" != 1 ]; then
+  # Any MPI will do; Debian's OpenMPI is what emb is tested with.
+  have_mpi_header=0
+  for f in /usr/include/mpi.h /usr/include/*/mpi/mpi.h /usr/lib/*/openmpi/include/mpi.h; do
+    [ -f "$f" ] && have_mpi_header=1
+  done
+  [ "$have_mpi_header" = 1 ] || need+=(libopenmpi-dev)
+  command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
+fi
 if [ "${EMB_WITH_GNUPLOT:-0}" = 1 ] && ! command -v gnuplot >/dev/null 2>&1; then
   need+=(gnuplot-nox)
 fi

@@ -256,6 +256,74 @@ TEST_CASE("load_npy: Fortran-order columns longer than one read are placed corre
   CHECK(wrong == 0);
 }
 
+TEST_CASE("load_npy_rows: a row range of NumPy's files equals those rows of the whole array") {
+  const Matrix<double> expected = data_table();
+  for (const char* name : {"/f4_c_v1.npy", "/f4_c_v2.npy", "/f4_c_align16.npy"}) {
+    CAPTURE(name);
+    for (Index begin = 0; begin <= 3; ++begin) {
+      for (Index end = begin; end <= 3; ++end) {
+        CAPTURE(begin);
+        CAPTURE(end);
+        const Matrix<float> m = emb::io::load_npy_rows<float>(data_dir + name, begin, end);
+        CHECK(m == expected.middleRows(begin, end - begin).cast<float>());
+      }
+    }
+  }
+  SUBCASE("converted on the way: >f8 as double, <f2 as float") {
+    CHECK(emb::io::load_npy_rows<double>(data_dir + "/f8_big_endian.npy", 1, 3) ==
+          expected.middleRows(1, 2));
+    const Matrix<float> half = emb::io::load_npy<float>(data_dir + "/f2_c_v1.npy");
+    const Matrix<float> rows = emb::io::load_npy_rows<float>(data_dir + "/f2_c_v1.npy", 1, 2);
+    CHECK(emb_test::bit_identical(rows, half.middleRows(1, 1)));
+  }
+  SUBCASE("a Fortran-order array of one column has contiguous rows") {
+    TempDir dir;
+    const std::string path = dir.write(
+        "col.npy", npy_bytes("{'descr': '<f4', 'fortran_order': True, 'shape': (3, 1), }",
+                             float_bytes({1.0f, 2.0f, 3.0f})));
+    CHECK(emb::io::load_npy_rows<float>(path, 1, 3) == emb_test::mat<float>(2, 1, {2.0f, 3.0f}));
+  }
+}
+
+TEST_CASE("load_npy_rows: rows deep in a large file, read straight and through conversion") {
+  TempDir dir;
+  const Index rows = 100000, cols = 3;
+  Matrix<double> big(rows, cols);
+  for (Index r = 0; r < rows; ++r) {
+    for (Index c = 0; c < cols; ++c) big(r, c) = static_cast<double>(r) + 0.25 * static_cast<double>(c);
+  }
+  const std::string path = dir.file("big.npy");
+  emb::io::save_npy<double>(path, big);
+  CHECK(emb::io::load_npy_rows<double>(path, 76543, 99999) == big.middleRows(76543, 99999 - 76543));
+  CHECK(emb::io::load_npy_rows<float>(path, 5, 70000) ==
+        big.middleRows(5, 70000 - 5).cast<float>());
+}
+
+TEST_CASE("load_npy_rows: a range outside the array, a Fortran-order array, a truncated file") {
+  const std::string c_order = data_dir + "/f4_c_v1.npy";
+  for (const auto& range : {std::pair<Index, Index>{-1, 2}, {2, 1}, {0, 4}, {4, 4}}) {
+    const Index begin = range.first, end = range.second;  // lambdas cannot capture bindings
+    CAPTURE(begin);
+    CAPTURE(end);
+    const std::string msg = message_of<std::out_of_range>(
+        [&] { (void)emb::io::load_npy_rows<float>(c_order, begin, end); });
+    CHECK(contains(msg, "emb::io::load_npy_rows: rows [" + std::to_string(begin) + ", " +
+                            std::to_string(end) + ")"));
+    CHECK(contains(msg, "the array has 3 rows"));
+  }
+  const std::string fortran = data_dir + "/f4_fortran_v3.npy";
+  const std::string msg = message_of<emb::io::FileError>(
+      [&] { (void)emb::io::load_npy_rows<float>(fortran, 0, 1); });
+  CHECK(contains(msg, fortran));
+  CHECK(contains(msg, "Fortran order"));
+
+  // A file shorter than its header says is refused whatever the range, as load_npy refuses it.
+  TempDir dir;
+  const std::string whole = read_bytes(c_order);
+  const std::string cut = dir.write("cut.npy", whole.substr(0, whole.size() - 2));
+  CHECK_THROWS_AS((void)emb::io::load_npy_rows<float>(cut, 0, 1), emb::io::FileError);
+}
+
 TEST_CASE("load_npy: trailing bytes after the array are ignored (np.save can append arrays)") {
   TempDir dir;
   const std::string one = read_bytes(data_dir + "/f4_c_v1.npy");

@@ -13,6 +13,7 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -289,16 +290,15 @@ inline NpyHeader read_npy_header(ByteSource& source, const char* where = npy_loa
   return header;
 }
 
-// Reads the data described by `header` into a (rows, cols) matrix: straight into its storage
-// when the file holds C-order values of T's own format, through a small staging buffer
-// otherwise. Either way the table exists once in memory.
+// Reads the data described by `header` into `values`, rows * cols of them in row-major order:
+// straight into it when the file holds C-order values of T's own format, through a small
+// staging buffer otherwise. Either way the table exists once in memory.
 template <class T>
-Matrix<T> read_npy_data(ByteSource& source, const NpyHeader& header,
-                        const NpyLoadOptions& options) {
+void read_npy_data_into(ByteSource& source, const NpyHeader& header,
+                        const NpyLoadOptions& options, T* values) {
   const std::string& name = source.name();
-  Matrix<T> m(header.rows, header.cols);
   const auto rows = header.rows, cols = header.cols;
-  if (rows == 0 || cols == 0) return m;
+  if (rows == 0 || cols == 0) return;
   ProgressReporter progress(options.progress(), rows);
   const bool swap = (header.byte_order == '<') != host_is_little_endian();
   const std::size_t item = header.item_size;
@@ -317,12 +317,12 @@ Matrix<T> read_npy_data(ByteSource& source, const NpyHeader& header,
     for (Index r = 0; r < rows; r += block) {
       const Index n = std::min(block, rows - r);
       const std::size_t bytes = static_cast<std::size_t>(n) * row_bytes;
-      if (source.read(m.data() + r * cols, bytes) != bytes) {
+      if (source.read(values + r * cols, bytes) != bytes) {
         truncated(header.data_offset + static_cast<std::uint64_t>(r) * row_bytes);
       }
       progress.rows_done(r + n);
     }
-    return m;
+    return;
   }
 
   // Element k of the file is (k / cols, k % cols) in C order, (k % rows, k / rows) in Fortran
@@ -338,7 +338,7 @@ Matrix<T> read_npy_data(ByteSource& source, const NpyHeader& header,
   std::vector<unsigned char> staging(chunk_items * item);
   std::uint64_t done = 0;
   Index r = 0, c = 0;
-  T* out = m.data();
+  T* out = values;
   while (done < total) {
     const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_items, total - done));
     if (source.read(staging.data(), n * item) != n * item) {
@@ -382,7 +382,48 @@ Matrix<T> read_npy_data(ByteSource& source, const NpyHeader& header,
                       : static_cast<Index>(static_cast<double>(done) / static_cast<double>(total) *
                                            static_cast<double>(rows)));
   }
+}
+
+template <class T>
+Matrix<T> read_npy_data(ByteSource& source, const NpyHeader& header,
+                        const NpyLoadOptions& options) {
+  Matrix<T> m(header.rows, header.cols);
+  read_npy_data_into(source, header, options, m.data());
   return m;
+}
+
+// The range must lie in [0, rows), and its rows must be contiguous in the file.
+inline void check_npy_row_range(const ByteSource& source, const NpyHeader& header,
+                                Index row_begin, Index row_end) {
+  if (row_begin < 0 || row_end < row_begin || row_end > header.rows) {
+    throw std::out_of_range(emb::detail::concat(
+        "emb::io::load_npy_rows: rows [", row_begin, ", ", row_end, ") of '", source.name(),
+        "' are out of range; the array has ", header.rows, " rows"));
+  }
+  if (header.fortran_order && header.rows > 1 && header.cols > 1) {
+    throw FileError("emb::io::load_npy_rows", source.name(), 0, FileError::no_offset,
+                    "the array is stored in Fortran order, where a row is not contiguous; "
+                    "read it whole with load_npy");
+  }
+}
+
+// Rows [row_begin, row_end) of the array whose header was just read (the source positioned at
+// the data), into `dst` ((row_end - row_begin) * cols values, row-major). The rows before the
+// range are skipped, not read (a seek for a file), so a reader of one block of a large table
+// pays for its block only. C order only: in Fortran order a row is scattered over the file.
+template <class T>
+void read_npy_rows_into(ByteSource& source, const NpyHeader& header, Index row_begin,
+                        Index row_end, const NpyLoadOptions& options, T* dst) {
+  check_npy_row_range(source, header, row_begin, row_end);
+  // rows * cols * item_size fits in the file (read_npy_header checked it), so this does too.
+  const std::uint64_t row_bytes = static_cast<std::uint64_t>(header.cols) * header.item_size;
+  const std::uint64_t before = static_cast<std::uint64_t>(row_begin) * row_bytes;
+  source.skip(before);
+  NpyHeader part = header;
+  part.fortran_order = false;  // one row or one column: the same bytes in either order
+  part.rows = row_end - row_begin;
+  part.data_offset = header.data_offset + before;
+  read_npy_data_into(source, part, options, dst);
 }
 
 // The whole load from any source: the entry point shared by load_npy and the fuzzer.
@@ -408,6 +449,22 @@ Matrix<T> load_npy(const std::string& path, const NpyLoadOptions& options) {
 template <class T = float>
 Matrix<T> load_npy(const std::string& path) {
   return load_npy<T>(path, NpyLoadOptions());
+}
+
+// Rows [row_begin, row_end) of the 2-D array in a .npy file, as load_npy would give them, reading
+// only those rows: what a process holding one block of a large table needs. C order only (a
+// Fortran-order file of more than one row and column throws FileError); a range outside
+// [0, rows) throws std::out_of_range.
+template <class T = float>
+Matrix<T> load_npy_rows(const std::string& path, Index row_begin, Index row_end,
+                        const NpyLoadOptions& options = {}) {
+  static_assert(std::is_floating_point_v<T>, "load_npy_rows<T> needs a floating-point T");
+  detail::FileSource source(path, detail::npy_load_where);
+  const NpyHeader header = detail::read_npy_header(source);
+  detail::check_npy_row_range(source, header, row_begin, row_end);  // before allocating
+  Matrix<T> m(row_end - row_begin, header.cols);
+  detail::read_npy_rows_into(source, header, row_begin, row_end, options, m.data());
+  return m;
 }
 
 // Just the header of a .npy file: shape, dtype and order, without reading the data.

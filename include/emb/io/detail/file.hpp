@@ -24,6 +24,10 @@
 #include <utility>
 #include <vector>
 
+#if !defined(_WIN32)
+#include <sys/types.h>  // off_t, for fseeko
+#endif
+
 #include "../../detail/error.hpp"
 #include "../../index_span.hpp"
 #include "../file_error.hpp"
@@ -69,6 +73,17 @@ class ByteSource {
   virtual std::size_t read(void* dst, std::size_t n) = 0;
   // Back to the first byte (a loader that must look at the data twice).
   virtual void rewind() = 0;
+  // Moves the position n bytes forward, or to the end if fewer remain (a reader that wants only
+  // part of the data). The default reads and discards; sources that can seek override it.
+  virtual void skip(std::uint64_t n) {
+    unsigned char scratch[4096];
+    while (n != 0) {
+      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(n, sizeof scratch));
+      const std::size_t got = read(scratch, want);
+      if (got == 0) return;
+      n -= got;
+    }
+  }
 };
 
 class MemorySource final : public ByteSource {
@@ -85,6 +100,9 @@ class MemorySource final : public ByteSource {
     return k;
   }
   void rewind() override { pos_ = 0; }
+  void skip(std::uint64_t n) override {
+    pos_ += static_cast<std::size_t>(std::min<std::uint64_t>(n, size_ - pos_));
+  }
 
  private:
   const unsigned char* data_;
@@ -123,6 +141,19 @@ class FileSource final : public ByteSource {
   void rewind() override {
     std::rewind(file_.get());
     pos_ = 0;
+  }
+  // A seek, clamped to the size the file had when opened, so it costs the same however far.
+  void skip(std::uint64_t n) override {
+    const std::uint64_t to = pos_ + std::min<std::uint64_t>(n, size_ > pos_ ? size_ - pos_ : 0);
+#if defined(_WIN32)
+    const bool ok = _fseeki64(file_.get(), static_cast<__int64>(to), SEEK_SET) == 0;
+#else
+    const bool ok = fseeko(file_.get(), static_cast<off_t>(to), SEEK_SET) == 0;
+#endif
+    if (!ok) {
+      throw FileError(where_, path_, 0, pos_, std::string("seek error: ") + std::strerror(errno));
+    }
+    pos_ = to;
   }
 
  private:
