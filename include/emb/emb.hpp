@@ -6,6 +6,7 @@
 #include "sparse_grad.hpp"
 #include "embedding.hpp"
 #include "embedding_bag.hpp"
+#include "quantized.hpp"
 #include "optim.hpp"
 #include "linear.hpp"
 #include "one_hot.hpp"
