@@ -20,10 +20,12 @@
 //   - Sum bags: acc = fma(w * scale, code, acc + w * bias) for an entry of weight w (1 without
 //     per_sample_weights), the arithmetic of PyTorch's (and FBGEMM's) rowwise bag kernels.
 //
-// Speed. Rows are decoded in registers, eight values per step, straight into the output or the
-// running sum of a bag: no dequantized copy of a row or a table is made. On x86-64 the
-// AVX2 + FMA + F16C kernels are chosen at run time; rows of 8 to 128 values keep a whole bag's
-// sum in registers. Elsewhere a portable loop computes the same numbers, bit for bit.
+// Speed. Rows are decoded in registers, eight or sixteen values per step, straight into the
+// output or the running sum of a bag: no dequantized copy of a row or a table is made. On
+// x86-64 the kernels are chosen at run time: AVX2 + FMA + F16C, and for bags of rows of 16 to
+// 128 values AVX-512 where the CPU has it; rows of 8 to 128 values keep a whole bag's sum in
+// registers. Elsewhere a portable loop computes the same numbers; every path gives the same
+// bits.
 #pragma once
 
 #include <algorithm>
@@ -404,7 +406,116 @@ __attribute__((target("avx2,fma,f16c"))) void bag_sum_quant_avx2(
     for (int c = 0; c < Chunks; ++c) _mm256_storeu_ps(dst + 8 * c, acc[c]);
   }
 }
+
+// AVX-512: the same loop sixteen values a step, for rows of 16 to 128 values.
+#define EMB_DETAIL_QUANT_AVX512 1
+
+inline bool cpu_has_quant_avx512() noexcept {
+  static const bool has = cpu_has_quant_avx2() && __builtin_cpu_supports("avx512f") != 0;
+  return has;
+}
+
+// Sixteen 32-bit lanes as GCC / clang vectors: the shift and the conversion are written as
+// vector operations and the widening as its zero-masked form, because GCC 12's
+// _mm512_srlv_epi32, _mm512_cvtepi32_ps and _mm512_cvtepu8_epi32 start from an "undefined"
+// register that -Wmaybe-uninitialized reports. The instructions are the same.
+typedef unsigned quant_u32x16 __attribute__((vector_size(64)));
+typedef int quant_i32x16 __attribute__((vector_size(64)));
+typedef float quant_f32x16 __attribute__((vector_size(64)));
+
+template <unsigned Step>
+__attribute__((target("avx512f"))) inline __m512 quant_unpack16(__m512i v, unsigned mask) noexcept {
+  constexpr unsigned a = 0, b = Step, c = 2 * Step, d = 3 * Step;
+  quant_u32x16 shifts;
+  if constexpr (Step == 4) {
+    shifts = quant_u32x16{a, b, a, b, a, b, a, b, a, b, a, b, a, b, a, b};
+  } else {
+    shifts = quant_u32x16{a, b, c, d, 4 * b, 5 * b, 6 * b, 7 * b, 8 * b, 9 * b, 10 * b, 11 * b,
+                          12 * b, 13 * b, 14 * b, 15 * b};
+  }
+  const quant_u32x16 lanes = ((quant_u32x16)v >> shifts) & mask;
+  return (__m512)__builtin_convertvector((quant_i32x16)lanes, quant_f32x16);
+}
+
+// Codes j .. j+15 of a row (j a multiple of 16) as sixteen floats.
+template <int Bits>
+__attribute__((target("avx512f"))) inline __m512 quant_codes16(const unsigned char* codes,
+                                                              Index j) noexcept {
+  if constexpr (Bits == 8) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + j));
+    const __m512i v = _mm512_maskz_cvtepu8_epi32(0xFFFF, bytes);
+    return (__m512)__builtin_convertvector((quant_i32x16)v, quant_f32x16);
+  } else if constexpr (Bits == 4) {
+    // Each of the 8 bytes twice, then the low nibble of the first copy, the high of the second.
+    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + j / 2));
+    return quant_unpack16<4>(_mm512_maskz_cvtepu8_epi32(0xFFFF, _mm_unpacklo_epi8(bytes, bytes)), 0xFu);
+  } else {
+    std::uint32_t word;
+    std::memcpy(&word, codes + j / 4, sizeof word);
+    return quant_unpack16<2>(_mm512_set1_epi32(static_cast<int>(word)), 0x3u);
+  }
+}
+
+template <int Bits, int Chunks, bool Weighted>
+__attribute__((target("avx512f,avx2,fma,f16c"))) void bag_sum_quant_avx512(
+    const TableView<QuantCodec<Bits>>& view, const Index* idx, std::size_t n, IndexSpan offsets,
+    std::size_t bags, Index skip, const float* psw, bool mean, float* out, Index out_stride,
+    std::size_t ahead) noexcept {
+  constexpr Index dim = 16 * Chunks;
+  constexpr std::size_t code_bytes = QuantLayout<Bits>::code_bytes(dim);
+  constexpr std::size_t row_bytes = QuantLayout<Bits>::row_bytes(dim);
+  const unsigned char* const data = view.data;
+  const std::size_t stride = view.stride;
+  for (std::size_t b = 0; b < bags; ++b) {
+    __m512 acc[static_cast<std::size_t>(Chunks)];
+    for (int c = 0; c < Chunks; ++c) acc[c] = _mm512_setzero_ps();
+    Index count = 0;
+    const std::size_t end = bag_end(offsets, b, n);
+    for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
+      if (ahead != 0 && i + ahead < n && idx[i + ahead] >= 0) {
+        const auto* next = reinterpret_cast<const char*>(
+            data + static_cast<std::size_t>(idx[i + ahead]) * stride);
+        for (std::size_t c = 0; c < row_bytes; c += cache_line) __builtin_prefetch(next + c, 0, 3);
+        __builtin_prefetch(next + row_bytes - 1, 0, 3);
+      }
+      const Index k = idx[i];
+      if (k == skip) continue;
+      ++count;
+      const unsigned char* row = data + static_cast<std::size_t>(k) * stride;
+      float s, bias;
+      if constexpr (Bits == 8) {
+        std::memcpy(&s, row + code_bytes, 4);
+        std::memcpy(&bias, row + code_bytes + 4, 4);
+      } else {
+        std::uint16_t hs, hb;
+        std::memcpy(&hs, row + code_bytes, 2);
+        std::memcpy(&hb, row + code_bytes + 2, 2);
+        s = _cvtsh_ss(hs);
+        bias = _cvtsh_ss(hb);
+      }
+      if constexpr (Weighted) {
+        s = psw[i] * s;
+        bias = psw[i] * bias;
+      }
+      const __m512 vs = _mm512_set1_ps(s);
+      const __m512 vb = _mm512_set1_ps(bias);
+      for (int c = 0; c < Chunks; ++c) {
+        acc[c] = _mm512_fmadd_ps(vs, quant_codes16<Bits>(row, 16 * c), _mm512_add_ps(acc[c], vb));
+      }
+    }
+    if (mean && count > 0) {
+      const __m512 divisor = _mm512_set1_ps(static_cast<float>(count));
+      for (int c = 0; c < Chunks; ++c) acc[c] = _mm512_div_ps(acc[c], divisor);
+    }
+    float* dst = out + static_cast<Index>(b) * out_stride;
+    for (int c = 0; c < Chunks; ++c) _mm512_storeu_ps(dst + 16 * c, acc[c]);
+  }
+}
 #endif
+
+// Which kernels a view uses: the best this CPU runs, at most AVX2, or the portable loops
+// (tests compare them).
+enum class QuantKernels { Best, Avx2, Portable };
 
 // The codec of quantized rows (see the top of this file). Its kernels are picked once, when the
 // view is made (quant_view): the AVX2 ones where the CPU has them, the portable ones otherwise;
@@ -421,18 +532,21 @@ struct QuantCodec {
   using AccumulateFn = void (*)(const unsigned char*, Index, float, float*) noexcept;
   DecodeFn decode_float = &dequantize_row<Bits>;
   AccumulateFn accumulate_float = &accumulate_row<Bits, float>;
-  bool avx2 = false;  // whether the register-accumulated bag kernels may run
+  int simd = 0;  // the register-accumulated bag kernels that may run: 1 AVX2, 2 also AVX-512
 
   static std::size_t row_bytes(Index dim) noexcept { return Layout::row_bytes(dim); }
 
-  // Picks the fastest kernels this CPU runs.
-  void select_kernels() noexcept {
+  // Picks the fastest kernels this CPU runs, up to `limit`.
+  void select_kernels(QuantKernels limit = QuantKernels::Best) noexcept {
 #ifdef EMB_DETAIL_QUANT_AVX2
-    if (cpu_has_quant_avx2()) {
+    if (limit != QuantKernels::Portable && cpu_has_quant_avx2()) {
       decode_float = &dequantize_row_avx2<Bits>;
       accumulate_float = &accumulate_row_avx2<Bits>;
-      avx2 = true;
+      simd = 1;
+      if (limit == QuantKernels::Best && cpu_has_quant_avx512()) simd = 2;
     }
+#else
+    (void)limit;
 #endif
   }
 
@@ -469,26 +583,44 @@ struct QuantCodec {
                Index out_stride, std::size_t ahead) const noexcept {
 #ifdef EMB_DETAIL_QUANT_AVX2
     if constexpr (std::is_same_v<T, float>) {
-      if (!avx2) return false;
-      const auto run = [&](auto chunks) {
-        constexpr int C = decltype(chunks)::value;
+      // Calls kernel<chunks, weighted> and reports that the call was pooled.
+      const auto run = [&](auto chunks, auto kernel) {
         if (psw != nullptr) {
-          bag_sum_quant_avx2<Bits, C, true>(view, idx, n, offsets, bags, skip, psw, mean, out,
-                                            out_stride, ahead);
+          kernel(chunks, std::true_type{});
         } else {
-          bag_sum_quant_avx2<Bits, C, false>(view, idx, n, offsets, bags, skip, psw, mean, out,
-                                             out_stride, ahead);
+          kernel(chunks, std::false_type{});
         }
         return true;
       };
-      switch (view.dim) {
-        case 8: return run(std::integral_constant<int, 1>{});
-        case 16: return run(std::integral_constant<int, 2>{});
-        case 32: return run(std::integral_constant<int, 4>{});
-        case 64: return run(std::integral_constant<int, 8>{});
-        case 128: return run(std::integral_constant<int, 16>{});
-        default: return false;
+      const auto avx2 = [&](auto chunks, auto weighted) {
+        bag_sum_quant_avx2<Bits, decltype(chunks)::value, decltype(weighted)::value>(
+            view, idx, n, offsets, bags, skip, psw, mean, out, out_stride, ahead);
+      };
+      const auto avx512 = [&](auto chunks, auto weighted) {
+        bag_sum_quant_avx512<Bits, decltype(chunks)::value, decltype(weighted)::value>(
+            view, idx, n, offsets, bags, skip, psw, mean, out, out_stride, ahead);
+      };
+      using std::integral_constant;
+      if (simd >= 2) {
+        switch (view.dim) {
+          case 16: return run(integral_constant<int, 1>{}, avx512);
+          case 32: return run(integral_constant<int, 2>{}, avx512);
+          case 64: return run(integral_constant<int, 4>{}, avx512);
+          case 128: return run(integral_constant<int, 8>{}, avx512);
+          default: break;
+        }
       }
+      if (simd >= 1) {
+        switch (view.dim) {
+          case 8: return run(integral_constant<int, 1>{}, avx2);
+          case 16: return run(integral_constant<int, 2>{}, avx2);
+          case 32: return run(integral_constant<int, 4>{}, avx2);
+          case 64: return run(integral_constant<int, 8>{}, avx2);
+          case 128: return run(integral_constant<int, 16>{}, avx2);
+          default: break;
+        }
+      }
+      return false;
     }
 #endif
     (void)view, (void)idx, (void)n, (void)offsets, (void)bags, (void)skip, (void)psw;
@@ -497,13 +629,13 @@ struct QuantCodec {
   }
 };
 
-// The view of `rows` packed rows of `dim` values at `data`, with the kernels this CPU runs
-// (portable = true forces the portable ones: tests compare the two).
+// The view of `rows` packed rows of `dim` values at `data`, with the kernels this CPU runs (up
+// to `kernels`).
 template <int Bits>
 inline TableView<QuantCodec<Bits>> quant_view(const unsigned char* data, Index rows, Index dim,
-                                              bool portable = false) noexcept {
+                                              QuantKernels kernels = QuantKernels::Best) noexcept {
   TableView<QuantCodec<Bits>> view{data, rows, dim, QuantLayout<Bits>::row_bytes(dim), {}};
-  if (!portable) view.codec.select_kernels();
+  view.codec.select_kernels(kernels);
   return view;
 }
 
