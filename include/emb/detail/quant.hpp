@@ -527,6 +527,10 @@ struct QuantCodec {
   static constexpr bool writable = false;
   template <class T>
   static constexpr bool copies = false;
+  // Rows ahead a DRAM table's kernels may prefetch (gather.hpp; within its 4 KiB in flight):
+  // on a 4e6-row table, Int8 / Int4 bags of dim 64 took 12 ns per lookup 16 rows ahead and
+  // 6 ns 64 rows ahead.
+  static constexpr std::size_t prefetch_max_rows = 64;
 
   using DecodeFn = void (*)(const unsigned char*, Index, float*) noexcept;
   using AccumulateFn = void (*)(const unsigned char*, Index, float, float*) noexcept;
