@@ -15,6 +15,7 @@
 //     bag written out here from the layout's definition, and each other, bit for bit.
 
 #include <emb/embedding_bag.hpp>
+#include <emb/io/packed.hpp>
 #include <emb/quantized.hpp>
 
 #include <doctest/doctest.h>
@@ -805,4 +806,27 @@ TEST_CASE("QuantizedTable: a table on 2 MiB pages reads the same") {
   CHECK(std::equal(before.data(), before.data() + before.size_bytes(), t.data()));
   const std::vector<Index> ids = random_ids(1000, 70000, 20);
   CHECK(same_bits(QuantizedEmbedding<float>(t).forward(ids), QuantizedEmbedding<float>(before).forward(ids)));
+}
+
+TEST_CASE("io::load_packed / save_packed: a table's bytes as NumPy's tofile writes them") {
+  const emb_test::TempDir dir;
+  const ReferenceCase& c = reference().at("packed/normal_d20/int2");
+  const std::vector<std::uint8_t> torch_bytes = c.u8("packed");
+  // What packed.numpy().tofile(path) writes: the bytes, row after row.
+  const std::string path = dir.write("table.q2", std::string(torch_bytes.begin(), torch_bytes.end()));
+  const QuantizedTable t = emb::io::load_packed(path, 20, QuantBits::Int2);
+  CHECK(t.num_embeddings() == 6);
+  CHECK(t.embedding_dim() == 20);
+  CHECK(std::equal(torch_bytes.begin(), torch_bytes.end(), t.data()));
+  emb::io::save_packed(dir.file("copy.q2"), t);
+  CHECK(emb_test::read_bytes(dir.file("copy.q2")) == std::string(torch_bytes.begin(), torch_bytes.end()));
+  CHECK(emb::io::load_packed(dir.file("copy.q2"), 20, QuantBits::Int2).size_bytes() == t.size_bytes());
+  // A size that is not a whole number of rows, and no file at all.
+  const std::string bad = dir.write("bad.q2", std::string(torch_bytes.begin(), torch_bytes.end() - 1));
+  const std::string msg = message_of<emb::io::FileError>([&] { (void)emb::io::load_packed(bad, 20, QuantBits::Int2); });
+  CHECK(contains(msg, "emb::io::load_packed"));
+  CHECK(contains(msg, "bad.q2"));
+  CHECK(contains(msg, "53 bytes are not a whole number of Int2 rows of dim 20 (9 bytes each)"));
+  CHECK_THROWS_AS((void)emb::io::load_packed(dir.file("missing"), 20, QuantBits::Int2), emb::io::FileError);
+  CHECK(emb::io::load_packed(dir.write("empty", ""), 8, QuantBits::Int8).num_embeddings() == 0);
 }

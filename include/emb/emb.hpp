@@ -16,3 +16,4 @@
 #include "io/npy.hpp"
 #include "io/word2vec.hpp"
 #include "io/glove.hpp"
+#include "io/packed.hpp"
