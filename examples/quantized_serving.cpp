@@ -22,6 +22,14 @@ int main() {
   std::printf("float: %zu bytes per row, %.2f MiB\n", static_cast<std::size_t>(dim) * 4,
               static_cast<double>(w.size()) * 4 / (1 << 20));
 
+  // Stored in 16 bits (each value rounded to nearest even), for comparison.
+  const Matrix<float> bf16_error = (w.cast<emb::bfloat16>().cast<float>() - w).cwiseAbs();
+  const Matrix<float> half_error = (w.cast<emb::half>().cast<float>() - w).cwiseAbs();
+  std::printf("bfloat16: %zu bytes per row, max abs error %.4f, mean abs error %.4f\n",
+              static_cast<std::size_t>(dim) * 2, bf16_error.maxCoeff(), bf16_error.mean());
+  std::printf("half: %zu bytes per row, max abs error %.5f, mean abs error %.5f\n",
+              static_cast<std::size_t>(dim) * 2, half_error.maxCoeff(), half_error.mean());
+
   // Quantized as torch.ops.quantized.embedding_bag_{byte,4bit,2bit}_prepack would: the same
   // bytes. The error of each, measured on these N(0, 1) rows.
   for (emb::QuantBits bits : {emb::QuantBits::Int8, emb::QuantBits::Int4, emb::QuantBits::Int2}) {
