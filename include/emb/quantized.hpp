@@ -306,7 +306,9 @@ class QuantizedEmbedding {
 // Pruned tables (PyTorch's pruned_weights = True): compressed_indices_mapping[i] is the stored
 // row of original id i, or -1 for a pruned id, which contributes nothing. Ids are checked
 // against the mapping's length (std::out_of_range), and every mapping entry a call reads
-// against [-1, N) (std::invalid_argument); padding_idx then names an original id.
+// against [-1, N) (std::invalid_argument); padding_idx then names an original id. (PyTorch
+// reads a mapping of the single entry 0 as "not pruned"; emb reads every mapping as given:
+// pass none for an unpruned table.)
 template <class T = float>
 class QuantizedEmbeddingBag {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
