@@ -347,6 +347,35 @@ template <int Bits>
 struct QuantCodec;
 
 #ifdef EMB_DETAIL_QUANT_AVX2
+// What the register kernels below do for entry i of a call, before its row is added: prefetch
+// the row `ahead` positions on (every cache line of it, its last byte included: rows are not
+// line-aligned), and read the scale and bias of its own row times its weight. Written out as
+// always-inline code: GCC drops a prefetch helper it sees as free of side effects before it
+// would inline it.
+template <int Bits>
+__attribute__((always_inline)) inline void prefetch_quant_entry(const unsigned char* data,
+                                                                std::size_t stride,
+                                                                const Index* idx, std::size_t i,
+                                                                std::size_t n, std::size_t ahead,
+                                                                std::size_t row_bytes) noexcept {
+  if (ahead == 0 || i + ahead >= n || idx[i + ahead] < 0) return;
+  const auto* next =
+      reinterpret_cast<const char*>(data + static_cast<std::size_t>(idx[i + ahead]) * stride);
+  for (std::size_t c = 0; c < row_bytes; c += cache_line) __builtin_prefetch(next + c, 0, 3);
+  __builtin_prefetch(next + row_bytes - 1, 0, 3);
+}
+
+template <int Bits, bool Weighted>
+__attribute__((target("avx2,f16c"))) inline QuantParams weighted_quant_params(
+    const unsigned char* row, Index dim, const float* psw, std::size_t i) noexcept {
+  QuantParams p = read_quant_params_f16c<Bits>(row, dim);
+  if constexpr (Weighted) {
+    p.scale = psw[i] * p.scale;
+    p.bias = psw[i] * p.bias;
+  }
+  return p;
+}
+
 // Sum (or Mean) pooling of rows of 8 * Chunks values, each bag's sum kept in Chunks registers
 // and stored once. Every element is computed as in accumulate_row, from +0, entry by entry, so
 // the result is bit for bit the generic loop's.
@@ -356,7 +385,6 @@ __attribute__((target("avx2,fma,f16c"))) void bag_sum_quant_avx2(
     std::size_t bags, Index skip, const float* psw, bool mean, float* out, Index out_stride,
     std::size_t ahead) noexcept {
   constexpr Index dim = 8 * Chunks;
-  constexpr std::size_t code_bytes = QuantLayout<Bits>::code_bytes(dim);
   constexpr std::size_t row_bytes = QuantLayout<Bits>::row_bytes(dim);
   const unsigned char* const data = view.data;
   const std::size_t stride = view.stride;
@@ -366,34 +394,14 @@ __attribute__((target("avx2,fma,f16c"))) void bag_sum_quant_avx2(
     Index count = 0;
     const std::size_t end = bag_end(offsets, b, n);
     for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
-      if (ahead != 0 && i + ahead < n && idx[i + ahead] >= 0) {
-        // Every cache line of the row, its last byte included (rows are not line-aligned).
-        const auto* next = reinterpret_cast<const char*>(
-            data + static_cast<std::size_t>(idx[i + ahead]) * stride);
-        for (std::size_t c = 0; c < row_bytes; c += cache_line) __builtin_prefetch(next + c, 0, 3);
-        __builtin_prefetch(next + row_bytes - 1, 0, 3);
-      }
+      prefetch_quant_entry<Bits>(data, stride, idx, i, n, ahead, row_bytes);
       const Index k = idx[i];
       if (k == skip) continue;
       ++count;
       const unsigned char* row = data + static_cast<std::size_t>(k) * stride;
-      float s, bias;
-      if constexpr (Bits == 8) {
-        std::memcpy(&s, row + code_bytes, 4);
-        std::memcpy(&bias, row + code_bytes + 4, 4);
-      } else {
-        std::uint16_t hs, hb;
-        std::memcpy(&hs, row + code_bytes, 2);
-        std::memcpy(&hb, row + code_bytes + 2, 2);
-        s = _cvtsh_ss(hs);
-        bias = _cvtsh_ss(hb);
-      }
-      if constexpr (Weighted) {
-        s = psw[i] * s;
-        bias = psw[i] * bias;
-      }
-      const __m256 vs = _mm256_set1_ps(s);
-      const __m256 vb = _mm256_set1_ps(bias);
+      const QuantParams p = weighted_quant_params<Bits, Weighted>(row, dim, psw, i);
+      const __m256 vs = _mm256_set1_ps(p.scale);
+      const __m256 vb = _mm256_set1_ps(p.bias);
       for (int c = 0; c < Chunks; ++c) {
         acc[c] = _mm256_fmadd_ps(vs, quant_codes8<Bits>(row, 8 * c), _mm256_add_ps(acc[c], vb));
       }
@@ -462,7 +470,6 @@ __attribute__((target("avx512f,avx2,fma,f16c"))) void bag_sum_quant_avx512(
     std::size_t bags, Index skip, const float* psw, bool mean, float* out, Index out_stride,
     std::size_t ahead) noexcept {
   constexpr Index dim = 16 * Chunks;
-  constexpr std::size_t code_bytes = QuantLayout<Bits>::code_bytes(dim);
   constexpr std::size_t row_bytes = QuantLayout<Bits>::row_bytes(dim);
   const unsigned char* const data = view.data;
   const std::size_t stride = view.stride;
@@ -472,33 +479,14 @@ __attribute__((target("avx512f,avx2,fma,f16c"))) void bag_sum_quant_avx512(
     Index count = 0;
     const std::size_t end = bag_end(offsets, b, n);
     for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
-      if (ahead != 0 && i + ahead < n && idx[i + ahead] >= 0) {
-        const auto* next = reinterpret_cast<const char*>(
-            data + static_cast<std::size_t>(idx[i + ahead]) * stride);
-        for (std::size_t c = 0; c < row_bytes; c += cache_line) __builtin_prefetch(next + c, 0, 3);
-        __builtin_prefetch(next + row_bytes - 1, 0, 3);
-      }
+      prefetch_quant_entry<Bits>(data, stride, idx, i, n, ahead, row_bytes);
       const Index k = idx[i];
       if (k == skip) continue;
       ++count;
       const unsigned char* row = data + static_cast<std::size_t>(k) * stride;
-      float s, bias;
-      if constexpr (Bits == 8) {
-        std::memcpy(&s, row + code_bytes, 4);
-        std::memcpy(&bias, row + code_bytes + 4, 4);
-      } else {
-        std::uint16_t hs, hb;
-        std::memcpy(&hs, row + code_bytes, 2);
-        std::memcpy(&hb, row + code_bytes + 2, 2);
-        s = _cvtsh_ss(hs);
-        bias = _cvtsh_ss(hb);
-      }
-      if constexpr (Weighted) {
-        s = psw[i] * s;
-        bias = psw[i] * bias;
-      }
-      const __m512 vs = _mm512_set1_ps(s);
-      const __m512 vb = _mm512_set1_ps(bias);
+      const QuantParams p = weighted_quant_params<Bits, Weighted>(row, dim, psw, i);
+      const __m512 vs = _mm512_set1_ps(p.scale);
+      const __m512 vb = _mm512_set1_ps(p.bias);
       for (int c = 0; c < Chunks; ++c) {
         acc[c] = _mm512_fmadd_ps(vs, quant_codes16<Bits>(row, 16 * c), _mm512_add_ps(acc[c], vb));
       }
