@@ -156,25 +156,6 @@ Tables& tables_for(Index rows, Storage storage, Pages pages = Pages::Small) {
   return t;
 }
 
-// Zipf(s = 1) by inverting its continuous approximation (as bench_lookup), ranks spread over the
-// table by a bijection so that hot rows are not neighbours.
-std::vector<Index> make_pool(Index rows, Dist dist, std::size_t count) {
-  emb::detail::Rng rng(42 + static_cast<std::uint64_t>(rows));
-  std::vector<Index> pool(count);
-  const auto n = static_cast<std::uint64_t>(rows);
-  for (auto& k : pool) {
-    if (dist == Dist::Uniform) {
-      k = static_cast<Index>(rng.next_u64() % n);
-    } else {
-      const double x = std::pow(static_cast<double>(rows), rng.uniform());
-      auto rank = static_cast<std::uint64_t>(x) - 1;
-      if (rank >= n) rank = n - 1;
-      k = static_cast<Index>((rank * 2654435761ULL) % n);
-    }
-  }
-  return pool;
-}
-
 // 1M ids for the large table (so consecutive calls miss the caches), 64K for the small one.
 const std::vector<Index>& pool_for(Index rows, Dist dist) {
   static std::map<std::pair<Index, int>, std::vector<Index>> pools;
@@ -182,7 +163,9 @@ const std::vector<Index>& pool_for(Index rows, Dist dist) {
   auto it = pools.find(key);
   if (it == pools.end()) {
     const std::size_t count = rows >= 1'000'000 ? std::size_t{1} << 20 : std::size_t{1} << 16;
-    it = pools.emplace(key, make_pool(rows, dist, count)).first;
+    it = pools.emplace(key, bench::index_pool(rows, dist == Dist::Zipf, count,
+                                                  42 + static_cast<std::uint64_t>(rows)))
+             .first;
   }
   return it->second;
 }
