@@ -9,6 +9,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -46,6 +47,15 @@ class ReferenceCase {
       out.push_back(f);
     }
     return out;
+  }
+  // An f32 field as a (rows, cols) row-major matrix.
+  emb::Matrix<float> f32_matrix(const std::string& key, emb::Index rows, emb::Index cols) const {
+    const std::vector<float> v = f32(key);
+    REQUIRE_MESSAGE(static_cast<emb::Index>(v.size()) == rows * cols,
+                    name_ << "." << key << " holds " << v.size() << " values, not " << rows << " x " << cols);
+    emb::Matrix<float> m(rows, cols);
+    std::copy(v.begin(), v.end(), m.data());
+    return m;
   }
   std::vector<std::uint16_t> u16(const std::string& key) const {
     std::vector<std::uint16_t> out;

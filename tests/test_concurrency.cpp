@@ -36,10 +36,7 @@ constexpr int kThreads = 8;
 constexpr int kRounds = 20;
 
 std::vector<Index> ids_for(unsigned seed, std::size_t n, Index rows) {
-  std::mt19937_64 gen(seed);
-  std::vector<Index> ids(n);
-  for (auto& i : ids) i = static_cast<Index>(gen() % static_cast<std::uint64_t>(rows));
-  return ids;
+  return emb_test::random_ids(n, rows, seed);
 }
 
 // Calls work(thread, round) from kThreads threads at once, kRounds times each, and requires

@@ -38,20 +38,6 @@ const emb_test::ReferenceFile& reference() {
   return file;
 }
 
-Matrix<float> matrix_of(const std::vector<float>& values, Index rows, Index cols) {
-  REQUIRE(static_cast<Index>(values.size()) == rows * cols);
-  Matrix<float> m(rows, cols);
-  std::copy(values.begin(), values.end(), m.data());
-  return m;
-}
-
-template <class S>
-std::uint16_t bits_of(S v) {
-  std::uint16_t b;
-  std::memcpy(&b, &v, 2);
-  return b;
-}
-
 template <class S>
 const char* name_of() {
   return std::is_same_v<S, half> ? "half" : "bfloat16";
@@ -69,7 +55,7 @@ TEST_CASE_TEMPLATE("Storage against PyTorch: float rounds to torch's bits, looku
                    half, bfloat16) {
   const auto& c = reference().at(std::string("storage/") + name_of<S>());
   const Index rows = c.integer("rows"), dim = c.integer("dim");
-  const Matrix<float> w = matrix_of(c.f32("weight"), rows, dim);
+  const Matrix<float> w = c.f32_matrix("weight", rows, dim);
   const std::vector<std::uint16_t> torch_bits = c.u16("converted");
 
   // The conversion: emb's rounding to nearest even, bit for bit torch's.
@@ -77,24 +63,24 @@ TEST_CASE_TEMPLATE("Storage against PyTorch: float rounds to torch's bits, looku
   for (Index i = 0; i < w.size(); ++i) {
     converted.data()[i] = emb::detail::round_nearest<S>(w.data()[i]);
     INFO("value " << w.data()[i] << " at " << i);
-    REQUIRE(bits_of(converted.data()[i]) == torch_bits[static_cast<std::size_t>(i)]);
+    REQUIRE(emb::detail::bits16(converted.data()[i]) == torch_bits[static_cast<std::size_t>(i)]);
     // Eigen's own conversion, which a user writing w.cast<S>() gets, agrees.
-    CHECK(bits_of(static_cast<S>(w.data()[i])) == torch_bits[static_cast<std::size_t>(i)]);
+    CHECK(emb::detail::bits16(static_cast<S>(w.data()[i])) == torch_bits[static_cast<std::size_t>(i)]);
   }
 
   const auto ids = c.i64("indices");
   const auto offsets = c.i64("offsets");
   const Embedding<float, S> table = Embedding<float, S>::from_pretrained(converted);
   CHECK(emb_test::bit_identical(table.forward(ids),
-                                matrix_of(c.f32("lookup"), static_cast<Index>(ids.size()), dim)));
+                                c.f32_matrix("lookup", static_cast<Index>(ids.size()), dim)));
 
   const Matrix<float> values = converted.template cast<float>();
   for (BagMode mode : {BagMode::Sum, BagMode::Mean, BagMode::Max}) {
     INFO(emb::to_string(mode));
     const auto bag = EmbeddingBag<float, S>::from_pretrained(converted, FromPretrainedBagOptions().mode(mode));
     const Matrix<float> got = bag.forward(ids, offsets);
-    const Matrix<float> want = matrix_of(c.f32(std::string("bag_") + emb::to_string(mode)),
-                                         static_cast<Index>(offsets.size()), dim);
+    const Matrix<float> want =
+        c.f32_matrix(std::string("bag_") + emb::to_string(mode), static_cast<Index>(offsets.size()), dim);
     REQUIRE(got.rows() == want.rows());
     for (std::size_t b = 0; b < offsets.size(); ++b) {
       const auto begin = static_cast<std::size_t>(offsets[b]);
