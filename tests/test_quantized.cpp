@@ -605,6 +605,11 @@ TEST_CASE("QuantizedEmbeddingBag: padding entries and pruned ids contribute noth
       CHECK(got.row(1).isZero());                                            // both pruned
       Matrix<float> expected = (dq.row(1) + dq.row(6)) / 2.0f;                // 5 is padding
       CHECK(got.row(2).isApprox(expected.row(0), 1e-6f));
+      // A padding id past the stored rows: an original id of the pruned table (14 -> row 4).
+      const QuantizedEmbeddingBag<float> sum(t, QuantizedBagOptions().padding_idx(14));
+      CHECK(sum.padding_idx() == 14);
+      CHECK(sum.forward(original, bag_offsets, mapping).row(0).isZero());  // 3 pruned, 14 padding
+      CHECK(sum.forward({4}, {0}).isApprox(QuantizedEmbeddingBag<float>(t).forward({4}, {0})));
       // The same through the weighted form with no weights, and into a buffer.
       CHECK(same_bits(mean.forward(original, bag_offsets, nullptr, mapping), got));
       Matrix<float> out(3, 8);
@@ -762,8 +767,9 @@ TEST_CASE("QuantizedEmbeddingBag: bad calls throw, naming the value, and write n
                    "out has shape (1, 8), expected (2, 8)"));
   }
   SUBCASE("options") {
-    CHECK(contains(message_of<std::invalid_argument>([&] { (void)QuantizedEmbeddingBag<float>(t, QuantizedBagOptions().padding_idx(10)); }),
-                   "padding_idx = 10"));
+    CHECK(contains(message_of<std::invalid_argument>([&] { (void)QuantizedEmbeddingBag<float>(t, QuantizedBagOptions().padding_idx(-11)); }),
+                   "padding_idx = -11"));
+    CHECK(contains(message_of<std::invalid_argument>([&] { (void)QuantizedEmbedding<float>(t, 10); }), "padding_idx = 10"));
     CHECK(contains(message_of<std::invalid_argument>([&] { (void)QuantizedEmbedding<float>(t, -11); }), "padding_idx = -11"));
     CHECK(contains(message_of<std::invalid_argument>(
                        [&] { (void)QuantizedEmbeddingBag<float>(t, QuantizedBagOptions().mode(static_cast<BagMode>(7))); }),

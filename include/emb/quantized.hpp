@@ -226,8 +226,10 @@ class QuantizedBagOptions {
   }
   bool include_last_offset() const { return include_last_offset_; }
 
-  // An id whose entries are skipped (not summed, not counted by Mean). In [-N, N), negative
-  // values wrapping; with a compressed_indices_mapping it names an original id.
+  // An id whose entries are skipped (not summed, not counted by Mean). With a
+  // compressed_indices_mapping it names an original id, so it may be N or more (a pruned
+  // table's original ids outnumber its rows); without one such an id matches no valid index.
+  // Negative values wrap as in EmbeddingBag (-1 is N - 1); below -N is std::invalid_argument.
   QuantizedBagOptions& padding_idx(std::optional<Index> value) {
     padding_idx_ = value;
     return *this;
@@ -328,7 +330,7 @@ class QuantizedEmbeddingBag {
   BagMode mode() const noexcept { return options_.mode(); }
   bool include_last_offset() const noexcept { return options_.include_last_offset(); }
   std::optional<Index> padding_idx() const noexcept { return options_.padding_idx(); }
-  // The options in force, padding_idx normalised to [0, N).
+  // The options in force, a negative padding_idx wrapped to [0, N).
   const QuantizedBagOptions& options() const noexcept { return options_; }
   const QuantizedTable& table() const noexcept { return table_; }
 
@@ -383,7 +385,11 @@ class QuantizedEmbeddingBag {
 
  private:
   static QuantizedBagOptions validated(QuantizedBagOptions options, Index rows) {
-    options.padding_idx(detail::normalise_padding_idx(name, options.padding_idx(), rows));
+    if (const auto p = options.padding_idx(); p && *p >= rows) {
+      options.padding_idx(p);  // an original id of a pruned table: kept as it is
+    } else {
+      options.padding_idx(detail::normalise_padding_idx(name, p, rows));
+    }
     const auto m = options.mode();
     if (m != BagMode::Sum && m != BagMode::Mean && m != BagMode::Max) {
       detail::throw_bad_option(name, "mode", detail::concat(static_cast<int>(m)),
