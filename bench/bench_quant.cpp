@@ -11,7 +11,7 @@
 // The tables are built one storage at a time (the float one stays: it is the source of the
 // others), at most ~1.5 GiB at once.
 //
-//   bench_quant           default: about 40 s
+//   bench_quant           default: about 30 s
 //   bench_quant --full    longer timing per case
 #include <emb/embedding.hpp>
 #include <emb/embedding_bag.hpp>
