@@ -162,7 +162,7 @@ void register_forward(Dist dist, Index rows, Index dim, bool full) {
   const std::string g = group_name("forward", dist, rows, dim);
   const std::size_t n = kLookups;
   const auto table_bytes = static_cast<std::size_t>(rows * dim) * sizeof(T);
-  const bool dram = table_bytes >= emb::detail::prefetch_min_table_bytes;
+  const bool dram = table_bytes >= emb::detail::prefetch_min_table_bytes();
 
   add(g + "/memcpy", [=](benchmark::State& state) {
     const std::size_t bytes = n * static_cast<std::size_t>(dim) * sizeof(T);

@@ -49,11 +49,11 @@ int main() {
             1.2011f,  0.2131f, -0.9624f,
             1.2717f,  1.7339f,  1.2558f,
            -0.3740f,  2.0479f,  0.6131f;
-  emb::Embedding<float> seed002(5, 3);
-  seed002.set_weight(weight);
+  emb::Embedding<float> printed_example(5, 3);
+  printed_example.set_weight(weight);
   emb::Matrix<emb::Index> words(2, 4);
   words << 1, 2, 4, 3,
            4, 3, 2, 1;
-  std::cout << "Embedding(5, 3) with seed 002's weight, ids [[1, 2, 4, 3], [4, 3, 2, 1]]\n";
-  print_batches(words, seed002(words));
+  std::cout << "Embedding(5, 3) with the weight PyTorch printed, ids [[1, 2, 4, 3], [4, 3, 2, 1]]\n";
+  print_batches(words, printed_example(words));
 }

@@ -12,7 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-${FUZZ_SECONDS:-30}}
 build=${FUZZ_BUILD_DIR:-$root/build/fuzz}
-targets=(npy word2vec glove)
+targets=(npy word2vec glove fasttext)
 
 if ! command -v clang++ >/dev/null 2>&1; then
   echo "fuzz: clang++ not found (Debian: apt-get install clang libclang-rt-14-dev)" >&2
@@ -29,6 +29,12 @@ fi
 
 cmake -S "$root/fuzz" -B "$build" -DCMAKE_CXX_COMPILER=clang++ >/dev/null
 cmake --build "$build" --parallel "$(nproc 2>/dev/null || echo 2)"
+# The safetensors target is built where nlohmann/json is found (scripts/deps.sh installs it).
+if [ -x "$build/fuzz_safetensors" ]; then
+  targets+=(safetensors)
+else
+  echo "fuzz: fuzz_safetensors not built (nlohmann/json missing: apt-get install nlohmann-json3-dev)" >&2
+fi
 
 mkdir -p "$build/artifacts"
 failed=()

@@ -1,10 +1,10 @@
-// The public contract of SPEC.md, used the way code written against SPEC.md alone uses it: one
+// The public API contract, used the way code written against the documented API alone uses it: one
 // include, the documented names and signatures, the implicit conversions a caller relies on
 // (braced lists, int literals, `{}` options, default template arguments), the error table and
 // the strong guarantee.
 //
 // Expected values are worked out by hand in the comments next to them (or follow from the
-// formulas SPEC.md states, evaluated here in double); none is read back from the library.
+// formulas the API documents, evaluated here in double); none is read back from the library.
 #include <emb/emb.hpp>
 
 #include <doctest/doctest.h>
@@ -35,7 +35,7 @@ using emb_test::message_of;
 
 namespace {
 
-// rtol of SPEC.md: 1e-5 in float, 1e-12 in double.
+// The documented tolerance: 1e-5 in float, 1e-12 in double.
 template <class T>
 doctest::Approx near(double value) {
   return doctest::Approx(value).epsilon(std::is_same_v<T, float> ? 1e-5 : 1e-12);
@@ -125,7 +125,7 @@ std::string write_file(const std::string& name, const std::string& bytes) {
 // IndexSpan
 // ---------------------------------------------------------------------------------------------
 
-TEST_CASE("IndexSpan: converts implicitly from every container SPEC lists") {
+TEST_CASE("IndexSpan: converts implicitly from every container the API lists") {
   const std::vector<Index> v{1, 2, 3};
   const std::array<Index, 3> a{4, 5, 6};
   emb::Vector<Index> ev(3);
@@ -195,7 +195,7 @@ TEST_CASE("EmbeddingOptions: chainable setters, same-name getters, PyTorch defau
   CHECK(defaults.norm_type() == 2.0);
   CHECK_FALSE(defaults.scale_grad_by_freq());
 
-  // int literals where SPEC takes std::optional<Index> / std::optional<double>.
+  // int literals where the API takes std::optional<Index> / std::optional<double>.
   auto opts =
       emb::EmbeddingOptions(10, 3).padding_idx(1).max_norm(2).norm_type(1).scale_grad_by_freq(true);
   static_assert(std::is_same_v<decltype(opts), emb::EmbeddingOptions>);
@@ -1045,7 +1045,7 @@ TEST_CASE_TEMPLATE("optim::SparseAdam: defaults, lazy rows, one step counter per
   }
 }
 
-TEST_CASE("optim: SGD(lr) and the defaulted constructors compile as SPEC writes them") {
+TEST_CASE("optim: SGD(lr) and the defaulted constructors compile as the API writes them") {
   emb::optim::SGD<float> sgd(0.1);
   emb::optim::Adagrad<float> adagrad(0.1);
   emb::optim::Adagrad<double> adagrad_full(0.1, 0.0, 1e-10, 0.1);
@@ -1253,7 +1253,7 @@ TEST_CASE_TEMPLATE("io::save_word2vec: text and binary round-trip through load_w
     const Matrix<T> expected = binary ? Matrix<T>(w.template cast<float>().template cast<T>()) : w;
     CHECK(bit_identical(back.weight, expected));
   }
-  // Vectors is the aggregate SPEC shows.
+  // Vectors is the documented aggregate.
   emb::io::Vectors<T> made{vocab, w};
   CHECK(made.vocab.size() == 2);
   CHECK_THROWS_AS(emb::io::save_word2vec<T>((scratch_dir() / "x").string(), vocab,

@@ -185,7 +185,7 @@ TEST_CASE("Embedding: from_pretrained keeps the given rows, is frozen by default
   }
 }
 
-TEST_CASE("Embedding: forward returns the indexed rows (seed 002's printed tensors)") {
+TEST_CASE("Embedding: forward returns the indexed rows (the tensors PyTorch printed for the classic batch example)") {
   // nn.Embedding(5, 3) weight and the output for x = [[1, 2, 4, 3], [4, 3, 2, 1]], as printed.
   const Matrix<float> w = mat<float>(5, 3, {1.2475f, 0.2461f, -0.1228f,   //
                                             0.5988f, -2.0277f, -1.4456f,  //
@@ -528,7 +528,7 @@ TEST_CASE("Embedding: set_weight takes a same-shaped matrix, otherwise throws an
   CHECK(table.weight()(1, 1) == 5.0f);
 }
 
-TEST_CASE("Embedding: seed 000's vocabulary example gives zero rows for <PAD>") {
+TEST_CASE("Embedding: the classic hello/<PAD>/world example gives zero rows for <PAD>") {
   // word_to_id = {hello: 0, <PAD>: 1, world: 2}; "hello world <PAD> <PAD>".
   Embedding<float> embeds(EmbeddingOptions(3, 4).padding_idx(1));
   const Matrix<float> y = embeds.forward({0, 2, 1, 1});

@@ -256,6 +256,35 @@ TEST_CASE("Linear: set_weight and set_bias take the given values and check their
   }
 }
 
+TEST_CASE("Linear: from_pretrained takes the parameters as they are, without a bias unless given") {
+  const Matrix<float> w = mat<float>(2, 3, {1, 2, 3, -1, 0, 4});
+  const Matrix<float> x = mat<float>(1, 3, {1, 0.5f, 2});
+
+  const auto plain = Linear<float>::from_pretrained(w);
+  CHECK(plain.in_features() == 3);
+  CHECK(plain.out_features() == 2);
+  CHECK_FALSE(plain.has_bias());
+  CHECK(plain.bias().size() == 0);
+  CHECK(bit_identical(plain.weight(), w));
+  CHECK(bit_identical(plain(x), mat<float>(1, 2, {8, 7})));  // 1 + 1 + 6, -1 + 0 + 8
+
+  const auto biased = Linear<float>::from_pretrained(w, vec<float>({0.5f, -2}));
+  CHECK(biased.has_bias());
+  CHECK(bit_identical(biased(x), mat<float>(1, 2, {8.5f, 5})));
+
+  const Matrix<float> big = Matrix<float>::Constant(4, 2, 1.0f);
+  const float* storage = big.data();
+  Matrix<float> moved = big;
+  const float* moved_storage = moved.data();
+  const auto taken = Linear<float>::from_pretrained(std::move(moved));
+  CHECK(taken.weight().data() == moved_storage);  // moved in, not copied
+  CHECK(storage != moved_storage);
+
+  const auto msg = message_of<std::invalid_argument>(
+      [&] { (void)Linear<float>::from_pretrained(w, vec<float>({1, 2, 3})); });
+  CHECK(contains(msg, "bias has shape (3), expected (2)"));
+}
+
 TEST_CASE("Linear: inputs and gradients of the wrong shape throw invalid_argument") {
   const Linear<float> lin(3, 2, true, 2);
   SUBCASE("forward with the wrong input width") {

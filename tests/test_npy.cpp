@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <emb/io/mapped.hpp>
 #include <emb/io/npy.hpp>
 #include <filesystem>
 #include <fstream>
@@ -180,6 +181,12 @@ TEST_CASE("save_npy: writes the same bytes as np.save, and loads back bit for bi
     CHECK(h.data_offset % 64 == 0);
     CHECK(bytes.size() == h.data_offset + 3 * 4 * sizeof(double));
     CHECK(emb::io::load_npy<double>(path) == m);
+  }
+  SUBCASE("half: byte-identical to NumPy's own '<f2' file, NaN and infinities included") {
+    const std::string path = dir.file("t2.npy");
+    const auto numpy = emb::io::map_npy<emb::half>(data_dir + "/f2_c_v1.npy");
+    emb::io::save_npy<emb::half>(path, numpy.view());
+    CHECK(read_bytes(path) == read_bytes(data_dir + "/f2_c_v1.npy"));
   }
   SUBCASE("a block of a larger matrix (rows not contiguous) and an empty table") {
     const std::string path = dir.file("block.npy");

@@ -5,7 +5,7 @@
 // functions (at::embedding, at::embedding_renorm_, at::embedding_dense_backward,
 // at::embedding_backward, at::embedding_bag with autograd, torch::optim). Values must agree to
 // float rounding (rtol 1e-5 float, 1e-12 double), rows touched exactly. Where emb differs from
-// PyTorch on purpose (SPEC.md), the test checks emb's agreed behaviour against an oracle built
+// PyTorch on purpose (README and docs/, "Where emb differs"), the test checks emb's agreed behaviour against an oracle built
 // from other libtorch calls and says what PyTorch does:
 //   * sparse gradients are coalesced (PyTorch's are not until .coalesce());
 //   * sparse gradients support scale_grad_by_freq (PyTorch refuses);

@@ -10,7 +10,7 @@
 using emb::Index;
 using emb::Vocabulary;
 
-TEST_CASE("Vocabulary: ids are dense and follow insertion order (seed 000's word_to_id)") {
+TEST_CASE("Vocabulary: ids are dense and follow insertion order (the classic word_to_id example)") {
   Vocabulary v{"hello", "<PAD>", "world"};
   CHECK(v.size() == 3);
   CHECK(v.id("hello") == 0);

@@ -14,6 +14,8 @@
 #include "vocabulary.hpp"
 #include "io/file_error.hpp"
 #include "io/npy.hpp"
+#include "io/mapped.hpp"
 #include "io/word2vec.hpp"
 #include "io/glove.hpp"
 #include "io/packed.hpp"
+#include "fasttext.hpp"

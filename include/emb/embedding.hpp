@@ -25,6 +25,11 @@
 
 namespace emb {
 
+namespace io {
+template <class S>
+class MappedMatrix;  // emb/io/mapped.hpp
+}  // namespace io
+
 // Threads emb's kernels may use (forward, backward, backward_dense) on large calls; 1 by
 // default. They come from OpenMP, so they exist only when the program is compiled with it
 // (g++/clang++ -fopenmp, or CMake's OpenMP::OpenMP_CXX); without it every kernel runs serially
@@ -86,6 +91,18 @@ class Embedding : public detail::Table<T, S, EmbeddingOptions> {
                                     "emb::Embedding::from_pretrained");
     return Embedding(opts, detail::RowStorage<S>(std::move(weight)), options.freeze(),
                      "emb::Embedding::from_pretrained");
+  }
+
+  // A table that reads its rows from a mapped file's pages, without copying them (see
+  // emb/io/mapped.hpp: io::map_npy, io::SafeTensors::map; include it to call this). A
+  // MapMode::ReadOnly mapping makes a read-only table: it stays frozen and refuses every write
+  // (optimizer step, max_norm forward, mutable_weight, set_weight, freeze(false)) with
+  // std::logic_error before anything changes. A MapMode::CopyOnWrite mapping trains in private
+  // memory; the file never changes.
+  static Embedding from_mapped(io::MappedMatrix<S> mapped, const FromPretrainedOptions& options = {}) {
+    static constexpr const char* where = "emb::Embedding::from_mapped";
+    const auto opts = table_options(mapped.rows(), mapped.cols(), options, where);
+    return Embedding(opts, detail::mapped_storage<S>(std::move(mapped)), options.freeze(), where);
   }
 
   // Same shape or std::invalid_argument (and the table is unchanged). A read-only table throws

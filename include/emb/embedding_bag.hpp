@@ -24,6 +24,11 @@
 
 namespace emb {
 
+namespace io {
+template <class S>
+class MappedMatrix;  // emb/io/mapped.hpp
+}  // namespace io
+
 namespace detail {
 // Enables an overload for a caller-owned output matrix of T: a Matrix<T> or a writable block
 // or map of one, never an Eigen vector type (a vector argument is per_sample_weights).
@@ -227,6 +232,18 @@ class EmbeddingBag : public detail::Table<T, S, EmbeddingBagOptions> {
 
   BagMode mode() const { return this->options_.mode(); }
   bool include_last_offset() const { return this->options_.include_last_offset(); }
+
+  // A table that reads its rows from a mapped file's pages, without copying them (see
+  // emb/io/mapped.hpp: io::map_npy, io::SafeTensors::map; include it to call this). A
+  // MapMode::ReadOnly mapping makes a read-only table: it stays frozen and refuses every write
+  // (optimizer step, max_norm forward, mutable_weight, set_weight, freeze(false)) with
+  // std::logic_error before anything changes. A MapMode::CopyOnWrite mapping trains in private
+  // memory; the file never changes.
+  static EmbeddingBag from_mapped(io::MappedMatrix<S> mapped, const FromPretrainedBagOptions& options = {}) {
+    static constexpr const char* where = "emb::EmbeddingBag::from_mapped";
+    const auto opts = table_options(mapped.rows(), mapped.cols(), options, where);
+    return EmbeddingBag(opts, detail::mapped_storage<S>(std::move(mapped)), options.freeze(), where);
+  }
 
   // Same shape or std::invalid_argument (and the table is unchanged). A read-only table throws
   // std::logic_error.

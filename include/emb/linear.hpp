@@ -59,6 +59,21 @@ class Linear {
     rng.fill_uniform(bias_.data(), static_cast<std::size_t>(bias_.size()), -bound, bound);
   }
 
+  // A layer with these parameters as they are, moved in (no initial weight is drawn): weight
+  // (out_features, in_features), without a bias, or with a bias of out_features values (or
+  // std::invalid_argument naming both shapes).
+  static Linear from_pretrained(Matrix<T> weight) {
+    return Linear(std::move(weight), Vector<T>(), false);
+  }
+  static Linear from_pretrained(Matrix<T> weight, Vector<T> bias) {
+    if (bias.size() != weight.rows()) {
+      throw std::invalid_argument(detail::concat(
+          "emb::Linear::from_pretrained: bias has shape (", bias.size(), "), expected (",
+          weight.rows(), ") for a weight of shape (", weight.rows(), ", ", weight.cols(), ")"));
+    }
+    return Linear(std::move(weight), std::move(bias), true);
+  }
+
   Index in_features() const { return weight_.cols(); }
   Index out_features() const { return weight_.rows(); }
   bool has_bias() const { return has_bias_; }

@@ -212,10 +212,7 @@ class OptimizerBase {
   void run(emb::detail::Table<T, S, Options>& table, const SparseGrad<T>& grad) {
     const char* where = Derived::name();
     check_grad(where, table.num_embeddings(), table.embedding_dim(), grad);
-    if (table.read_only()) {
-      throw std::logic_error(concat(where, ": the table is read-only (mapped with "
-                                           "MapMode::ReadOnly); an optimizer cannot step it"));
-    }
+    table.require_writable(where);
     if (table.frozen()) return;
     auto w = table.mutable_weight();
     RowWriter<T, S> rows(w.data(), w.cols(), rounding_);

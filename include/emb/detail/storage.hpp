@@ -12,6 +12,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include <Eigen/Core>
@@ -142,5 +143,21 @@ class RowStorage {
   std::string source_;
   bool huge_pages_ = false;
 };
+
+// The storage of a mapped matrix (io::MappedMatrix<S>, emb/io/mapped.hpp), which it keeps
+// alive: read-only, or writable copy-on-write memory. Only instantiated by from_mapped, whose
+// caller has included emb/io/mapped.hpp.
+template <class S, class Mapped>
+RowStorage<S> mapped_storage(Mapped&& mapped) {
+  auto keeper = std::make_shared<std::decay_t<Mapped>>(std::forward<Mapped>(mapped));
+  using Mode = decltype(keeper->mode());
+  const bool writable = keeper->mode() == Mode::CopyOnWrite;
+  // The pointer is written only through mutable_data(), which read-only storage refuses.
+  S* data = writable ? keeper->mutable_data() : const_cast<S*>(keeper->data());
+  const Index rows = keeper->rows();
+  const Index cols = keeper->cols();
+  std::string path = keeper->path();
+  return RowStorage<S>(std::move(keeper), data, rows, cols, writable, std::move(path));
+}
 
 }  // namespace emb::detail

@@ -97,6 +97,10 @@ class Table {
 
   // Whether the rows may be written (false for a table mapped with MapMode::ReadOnly).
   bool read_only() const noexcept { return !storage_.writable(); }
+  // std::logic_error naming `where` and the file when the table is read-only.
+  void require_writable(const char* where) const {
+    if (read_only()) storage_.throw_read_only(where);
+  }
 
   bool frozen() const { return frozen_; }
   // A read-only table stays frozen: freeze(false) throws std::logic_error.

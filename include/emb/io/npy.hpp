@@ -52,12 +52,13 @@ namespace detail {
 
 inline constexpr const char* npy_load_where = "emb::io::load_npy";
 
-// Parses the Python dict literal of a .npy header. `base` is its offset in the file, for
-// messages.
+// Parses the Python dict literal of a .npy header. `base` is its offset in the file, and
+// `where` the function named, for messages.
 class NpyDictParser {
  public:
-  NpyDictParser(std::string_view text, std::uint64_t base, const ByteSource& source)
-      : text_(text), base_(base), source_(source) {}
+  NpyDictParser(std::string_view text, std::uint64_t base, const ByteSource& source,
+                const char* where = npy_load_where)
+      : text_(text), base_(base), source_(source), where_(where) {}
 
   void parse(NpyHeader& header) {
     bool have_descr = false, have_order = false, have_shape = false;
@@ -110,8 +111,7 @@ class NpyDictParser {
 
  private:
   [[noreturn]] void fail(std::size_t at, const std::string& problem) const {
-    throw FileError(npy_load_where, source_.name(), 0, base_ + at,
-                    "in the .npy header: " + problem);
+    throw FileError(where_, source_.name(), 0, base_ + at, "in the .npy header: " + problem);
   }
   char peek() const { return pos_ < text_.size() ? text_[pos_] : '\0'; }
   void skip_space() {
@@ -225,15 +225,16 @@ class NpyDictParser {
   std::string_view text_;
   std::uint64_t base_;
   const ByteSource& source_;
+  const char* where_;
   std::size_t pos_ = 0;
 };
 
 // Reads and checks the header; on return the source is positioned at the data, and the data's
-// size has been checked against the source's size.
-inline NpyHeader read_npy_header(ByteSource& source) {
+// size has been checked against the source's size. Errors name `where` (the caller).
+inline NpyHeader read_npy_header(ByteSource& source, const char* where = npy_load_where) {
   const std::string& name = source.name();
   const auto fail = [&](std::uint64_t at, const std::string& problem) {
-    throw FileError(npy_load_where, name, 0, at, problem);
+    throw FileError(where, name, 0, at, problem);
   };
   const std::uint64_t file_size = source.size();
   unsigned char preamble[12] = {};
@@ -270,7 +271,7 @@ inline NpyHeader read_npy_header(ByteSource& source) {
   if (source.read(text.data(), text.size()) != text.size()) {
     fail(header_start, "file ends inside the .npy header");
   }
-  NpyDictParser(text, header_start, source).parse(header);
+  NpyDictParser(text, header_start, source, where).parse(header);
   header.data_offset = header_start + header_len;
 
   // rows * cols * item_size must fit in what follows the header (checked without overflow).
@@ -415,15 +416,17 @@ inline NpyHeader read_npy_header(const std::string& path) {
   return detail::read_npy_header(source);
 }
 
-// Writes `m` as a C-order .npy file of '<f4' (float) or '<f8' (double), version 1.0 (2.0 only
-// if the header would not fit), header padded so the data starts at a multiple of 64 bytes.
-// The file appears at `path` only once completely written.
+// Writes `m` as a C-order .npy file of '<f4' (float), '<f8' (double) or '<f2' (emb::half),
+// version 1.0 (2.0 only if the header would not fit), header padded so the data starts at a
+// multiple of 64 bytes. The file appears at `path` only once completely written.
 template <class T>
 void save_npy(const std::string& path, const Eigen::Ref<const Matrix<T>>& m) {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                "save_npy writes float ('<f4') or double ('<f8') tables");
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> ||
+                    std::is_same_v<T, Eigen::half>,
+                "save_npy writes float ('<f4'), double ('<f8') or half ('<f2') tables");
   static constexpr const char* where = "emb::io::save_npy";
-  std::string dict = emb::detail::concat("{'descr': '", std::is_same_v<T, float> ? "<f4" : "<f8",
+  const char* descr = std::is_same_v<T, float> ? "<f4" : std::is_same_v<T, double> ? "<f8" : "<f2";
+  std::string dict = emb::detail::concat("{'descr': '", descr,
                                          "', 'fortran_order': False, 'shape': (", m.rows(), ", ",
                                          m.cols(), "), }");
   int major = 1;
@@ -447,20 +450,7 @@ void save_npy(const std::string& path, const Eigen::Ref<const Matrix<T>>& m) {
   detail::AtomicWriter out(path, where);
   out.write(head, preamble);
   out.write(dict);
-  const bool swap = !detail::host_is_little_endian();
-  const std::size_t row_bytes = static_cast<std::size_t>(m.cols()) * sizeof(T);
-  std::vector<unsigned char> row(swap ? row_bytes : 0);
-  for (Index r = 0; r < m.rows(); ++r) {
-    const T* src = m.data() + r * m.outerStride();
-    if (!swap) {
-      out.write(src, row_bytes);
-    } else {
-      std::memcpy(row.data(), src, row_bytes);
-      for (std::size_t i = 0; i < row_bytes; i += sizeof(T))
-        detail::reverse_bytes(row.data() + i, sizeof(T));
-      out.write(row.data(), row_bytes);
-    }
-  }
+  detail::write_rows_little_endian(out, m.data(), m.rows(), m.cols(), m.outerStride());
   out.commit();
 }
 

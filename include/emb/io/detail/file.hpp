@@ -27,7 +27,7 @@
 #include "../../detail/error.hpp"
 #include "../../index_span.hpp"
 #include "../file_error.hpp"
-
+#include "parse.hpp"
 
 namespace emb::io::detail {
 
@@ -344,6 +344,28 @@ class AtomicWriter {
   std::FILE* file_ = nullptr;
   std::uint64_t written_ = 0;
 };
+
+// Writes `rows` rows of `cols` values of T, row r starting at data + r * stride, as little-endian
+// bytes (swapped on a big-endian host): the data of .npy and safetensors files.
+template <class T>
+void write_rows_little_endian(AtomicWriter& out, const T* data, Index rows, Index cols,
+                              Index stride) {
+  const bool swap = !host_is_little_endian();
+  const std::size_t row_bytes = static_cast<std::size_t>(cols) * sizeof(T);
+  std::vector<unsigned char> row(swap ? row_bytes : 0);
+  for (Index r = 0; r < rows; ++r) {
+    const T* src = data + r * stride;
+    if (!swap) {
+      out.write(src, row_bytes);
+    } else {
+      std::memcpy(row.data(), src, row_bytes);
+      for (std::size_t i = 0; i < row_bytes; i += sizeof(T)) {
+        reverse_bytes(row.data() + i, sizeof(T));
+      }
+      out.write(row.data(), row_bytes);
+    }
+  }
+}
 
 // Calls the progress callback every `step` rows and at the end.
 class ProgressReporter {
