@@ -91,24 +91,8 @@ emb::Embedding<T>& huge_table_for(Index rows, Index dim, const std::string& grou
   return table;
 }
 
-// Zipf(s = 1) by inverting its continuous approximation, P(rank k) ~ 1/(k+1); ranks are then
-// spread over the table by a bijection (a multiplier coprime with every N used here) so that
-// the hot rows are not neighbours.
 std::vector<Index> make_pool(Index rows, Dist dist, std::size_t count, std::uint64_t seed) {
-  emb::detail::Rng rng(seed);
-  std::vector<Index> pool(count);
-  const auto n = static_cast<std::uint64_t>(rows);
-  for (auto& k : pool) {
-    if (dist == Dist::Uniform) {
-      k = static_cast<Index>(rng.next_u64() % n);
-    } else {
-      const double x = std::pow(static_cast<double>(rows), rng.uniform());
-      auto rank = static_cast<std::uint64_t>(x) - 1;
-      if (rank >= n) rank = n - 1;
-      k = static_cast<Index>((rank * 2654435761ULL) % n);
-    }
-  }
-  return pool;
+  return bench::index_pool(rows, dist == Dist::Zipf, count, seed);
 }
 
 // Large enough that a DRAM-sized table is not re-read from cache between iterations.

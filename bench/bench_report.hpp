@@ -5,8 +5,11 @@
 
 #include <benchmark/benchmark.h>
 
+#include <emb/detail/rng.hpp>
 #include <emb/index_span.hpp>
 
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -107,6 +110,27 @@ inline int run(int argc, char** argv, SummaryReporter::Summary summary) {
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
   return 0;
+}
+
+// `count` ids over [0, rows): uniform, or Zipf(s = 1) by inverting its continuous
+// approximation, P(rank k) ~ 1/(k+1), the ranks then spread over the table by a bijection (a
+// multiplier coprime with every N used here) so that the hot rows are not neighbours.
+inline std::vector<emb::Index> index_pool(emb::Index rows, bool zipf, std::size_t count,
+                                          std::uint64_t seed) {
+  emb::detail::Rng rng(seed);
+  std::vector<emb::Index> pool(count);
+  const auto n = static_cast<std::uint64_t>(rows);
+  for (auto& k : pool) {
+    if (!zipf) {
+      k = static_cast<emb::Index>(rng.next_u64() % n);
+    } else {
+      const double x = std::pow(static_cast<double>(rows), rng.uniform());
+      auto rank = static_cast<std::uint64_t>(x) - 1;
+      if (rank >= n) rank = n - 1;
+      k = static_cast<emb::Index>((rank * 2654435761ULL) % n);
+    }
+  }
+  return pool;
 }
 
 // Rotates over a pool of indices, one batch of `n` per call, so that consecutive iterations

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The main command: installs what is missing, builds the benchmarks in Release and runs emb's
-# main job, the lookup-vs-matmul benchmark, then the backward benchmark. Each prints a summary
-# table (throughput, ratio to memcpy, speed-up over the one-hot product, the performance targets).
+# main job, the lookup-vs-matmul benchmark, then the backward benchmark and the benchmark of
+# stored precisions and quantized tables. Each prints a summary table (throughput, ratio to
+# memcpy, speed-up over the one-hot product, the performance targets).
 #
-#   scripts/bench.sh            default mode, about two minutes including the build
-#   scripts/bench.sh --full     every case (N from 1e2 to ~1 GiB, Zipf everywhere; ~4 minutes)
+#   scripts/bench.sh            default mode, about two and a half minutes including the build
+#   scripts/bench.sh --full     every case (N from 1e2 to ~1 GiB, Zipf everywhere; ~5 minutes)
 #   scripts/bench.sh --lookup   only the lookup-vs-matmul benchmark
+#   scripts/bench.sh --quant    only the storage and quantization benchmark (bench_quant)
 #   scripts/bench.sh --mpi      only the sharded bag table on 2 MPI ranks (target D1; a 1 GiB
 #                               table, about a minute)
-#   scripts/bench.sh -- ARGS    ARGS go to both programs (e.g. --benchmark_filter=onehot)
+#   scripts/bench.sh -- ARGS    ARGS go to every program (e.g. --benchmark_filter=onehot)
 #
 # Results stay in build/release/bench-results/: the Google Benchmark JSON of each program, the
 # plot data (lookup_vs_onehot.dat) and, when gnuplot is installed, lookup_vs_onehot.svg.
@@ -16,15 +18,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=()
-programs=(bench_lookup bench_backward)
+programs=(bench_lookup bench_backward bench_quant)
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --full) mode=(--full) ;;
     --lookup) programs=(bench_lookup) ;;
+    --quant) programs=(bench_quant) ;;
     --mpi) programs=(bench_mpi) ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift

@@ -4,6 +4,7 @@
 
 #include <emb/embedding.hpp>
 #include <emb/embedding_bag.hpp>
+#include <emb/quantized.hpp>
 
 #include <doctest/doctest.h>
 
@@ -21,6 +22,11 @@ using emb::EmbeddingBagOptions;
 using emb::EmbeddingOptions;
 using emb::Index;
 using emb::Matrix;
+using emb::QuantBits;
+using emb::QuantizedBagOptions;
+using emb::QuantizedEmbedding;
+using emb::QuantizedEmbeddingBag;
+using emb::QuantizedTable;
 using emb::Vector;
 using emb_test::bit_identical;
 
@@ -30,10 +36,7 @@ constexpr int kThreads = 8;
 constexpr int kRounds = 20;
 
 std::vector<Index> ids_for(unsigned seed, std::size_t n, Index rows) {
-  std::mt19937_64 gen(seed);
-  std::vector<Index> ids(n);
-  for (auto& i : ids) i = static_cast<Index>(gen() % static_cast<std::uint64_t>(rows));
-  return ids;
+  return emb_test::random_ids(n, rows, seed);
 }
 
 // Calls work(thread, round) from kThreads threads at once, kRounds times each, and requires
@@ -89,4 +92,37 @@ TEST_CASE("Concurrency: gradients of a shared const table from eight threads") {
     const auto ids = ids_for(static_cast<unsigned>(2000 + 100 * t + r), 100, 2000);
     return table.backward(ids, Matrix<float>::Ones(100, 8)).values;
   });
+}
+
+TEST_CASE("Concurrency: eight threads look up and pool from one quantized table") {
+  const Embedding<float> source(EmbeddingOptions(4000, 64), 6);
+  for (QuantBits bits : {QuantBits::Int8, QuantBits::Int4, QuantBits::Int2}) {
+    // One table, its bytes shared by every layer below.
+    const QuantizedTable table = QuantizedTable::quantize(source.weight(), bits);
+    const QuantizedEmbedding<float> lookups(table);
+    check_concurrent([&](int t, int r) {
+      return lookups.forward(ids_for(static_cast<unsigned>(3000 + 100 * t + r), 300, 4000));
+    });
+    // A pruned view of the same rows: original ids 0..7999, every other one pruned.
+    std::vector<Index> mapping(8000);
+    for (Index i = 0; i < 8000; ++i) mapping[static_cast<std::size_t>(i)] = i % 2 == 0 ? i / 2 : -1;
+    const std::vector<Index> offsets = {0, 20, 20, 60, 140};
+    for (BagMode mode : {BagMode::Sum, BagMode::Mean, BagMode::Max}) {
+      const QuantizedEmbeddingBag<float> bag(table, QuantizedBagOptions().mode(mode).padding_idx(2));
+      check_concurrent([&](int t, int r) {
+        const auto ids = ids_for(static_cast<unsigned>(4000 + 100 * t + r), 200, 4000);
+        const auto original = ids_for(static_cast<unsigned>(5000 + 100 * t + r), 200, 8000);
+        Matrix<float> both(10, 64);
+        if (mode == BagMode::Sum) {
+          const Vector<float> psw = Vector<float>::LinSpaced(200, -1.0f, 1.0f);
+          both.topRows(5) = bag.forward(ids, offsets, psw);
+          both.bottomRows(5) = bag.forward(original, offsets, &psw, mapping);
+        } else {
+          both.topRows(5) = bag.forward(ids, offsets);
+          both.bottomRows(5) = bag.forward(original, offsets, mapping);
+        }
+        return both;
+      });
+    }
+  }
 }

@@ -42,6 +42,8 @@ using emb::Vector;
 using emb_test::bit_identical;
 using emb_test::contains;
 using emb_test::message_of;
+using emb_test::random_ids;
+using emb_test::random_matrix;
 
 namespace {
 
@@ -144,21 +146,6 @@ Matrix<float> widen(const Eigen::Ref<const Matrix<S>>& m) {
     for (Index j = 0; j < m.cols(); ++j) out(i, j) = static_cast<float>(decode<S>(bits_of(m(i, j))));
   }
   return out;
-}
-
-Matrix<float> random_matrix(Index rows, Index cols, unsigned seed, double scale = 1.0) {
-  std::mt19937_64 gen(seed);
-  std::normal_distribution<double> normal(0.0, scale);
-  Matrix<float> m(rows, cols);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(normal(gen));
-  return m;
-}
-
-std::vector<Index> random_ids(std::size_t n, Index rows, unsigned seed) {
-  std::mt19937_64 gen(seed);
-  std::vector<Index> ids(n);
-  for (auto& i : ids) i = static_cast<Index>(gen() % static_cast<std::uint64_t>(rows));
-  return ids;
 }
 
 }  // namespace

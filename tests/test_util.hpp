@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include <random>
 #include <string>
 #include <system_error>
+#include <vector>
 
 namespace emb_test {
 
@@ -65,6 +67,24 @@ bool bit_identical(const A& a, const B& b) {
     }
   }
   return true;
+}
+
+// A (rows, cols) float matrix of N(0, scale^2) values (drawn in double), fixed by the seed.
+inline emb::Matrix<float> random_matrix(emb::Index rows, emb::Index cols, unsigned seed,
+                                        double scale = 1.0) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> normal(0.0, scale);
+  emb::Matrix<float> m(rows, cols);
+  for (emb::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(normal(gen));
+  return m;
+}
+
+// n ids drawn uniformly from [0, rows), fixed by the seed.
+inline std::vector<emb::Index> random_ids(std::size_t n, emb::Index rows, unsigned seed) {
+  std::mt19937_64 gen(seed);
+  std::vector<emb::Index> ids(n);
+  for (auto& i : ids) i = static_cast<emb::Index>(gen() % static_cast<std::uint64_t>(rows));
+  return ids;
 }
 
 // The 3x4 table tests/data/make_data.py writes into every .npy and word-vector file there

@@ -6,6 +6,7 @@
 #include "sparse_grad.hpp"
 #include "embedding.hpp"
 #include "embedding_bag.hpp"
+#include "quantized.hpp"
 #include "optim.hpp"
 #include "linear.hpp"
 #include "one_hot.hpp"
@@ -16,4 +17,5 @@
 #include "io/mapped.hpp"
 #include "io/word2vec.hpp"
 #include "io/glove.hpp"
+#include "io/packed.hpp"
 #include "fasttext.hpp"

@@ -12,6 +12,7 @@
 #include <optional>
 #include <stdexcept>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <Eigen/Core>
@@ -238,6 +239,24 @@ inline bool bag_sum_fixed(const TableView<Codec>& view, const Index* idx, std::s
   return false;
 }
 
+// A codec may pool whole calls itself, for rows whose decoding is worth keeping in registers
+// across a bag (quantized rows): a const member
+//   template <class T> bool bag_sum(const TableView<Codec>& view, const Index* idx,
+//                                   std::size_t n, IndexSpan offsets, std::size_t bags,
+//                                   Index skip, const T* psw, bool mean, T* out,
+//                                   Index out_stride, std::size_t ahead) const noexcept;
+// with bag_sum's arguments and contract (and `ahead` the prefetch distance), which returns
+// false, having written nothing, when it has no kernel for this call. bag_sum asks it first.
+template <class Codec, class T, class = void>
+struct has_codec_bag_sum : std::false_type {};
+template <class Codec, class T>
+struct has_codec_bag_sum<
+    Codec, T,
+    std::void_t<decltype(std::declval<const Codec&>().template bag_sum<T>(
+        std::declval<const TableView<Codec>&>(), std::declval<const Index*>(), std::size_t{},
+        std::declval<IndexSpan>(), std::size_t{}, Index{}, std::declval<const T*>(), bool{},
+        std::declval<T*>(), Index{}, std::size_t{}))>> : std::true_type {};
+
 // Sum (or Mean) pooling straight from the table into out: row b = sum over the bag's
 // contributing entries of psw_i * W[idx_i] (W[idx_i] without psw), divided by their count for
 // Mean. No (n, dim) intermediate: each row is decoded (or read as it is) and added to the
@@ -251,6 +270,12 @@ void bag_sum(const TableView<Codec>& view, IndexSpan indices, IndexSpan offsets,
   const std::size_t ahead = prefetch_distance(view);
   const Index* idx = indices.data();
   if (bag_sum_fixed(view, idx, n, offsets, bags, skip, psw, mean, out, out_stride, ahead)) return;
+  if constexpr (has_codec_bag_sum<Codec, T>::value) {
+    if (view.codec.template bag_sum<T>(view, idx, n, offsets, bags, skip, psw, mean, out,
+                                       out_stride, ahead)) {
+      return;
+    }
+  }
   for (std::size_t b = 0; b < bags; ++b) {
     T* dst = out + static_cast<Index>(b) * out_stride;
     Eigen::Map<Row>(dst, dim).setZero();

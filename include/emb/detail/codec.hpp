@@ -4,7 +4,7 @@
 // A kernel never addresses a row as `table + k * dim`. It takes a TableView — the first row's
 // bytes, the number of rows, the width, the bytes from one row to the next — and a codec that
 // knows what a stored row is: ValueCodec<S> for rows of dim values of S (float, double, half,
-// bfloat16), the quantized codecs of quantized.hpp for 8-, 4- and 2-bit rows. A codec decodes a
+// bfloat16), the quantized codecs of quant.hpp for 8-, 4- and 2-bit rows. A codec decodes a
 // row into T (out = row), accumulates it (acc += w * row, w applied to the decoded value, as
 // the float kernels do), and tells whether its rows already are arrays of T (`copies<T>`), in
 // which case the kernels keep their plain-copy fast paths. A new storage kind is a new codec,
