@@ -155,6 +155,7 @@ __attribute__((always_inline)) inline void bag_sum_fixed_rows(
         const auto* next = reinterpret_cast<const char*>(
             data + static_cast<std::size_t>(idx[i + ahead]) * stride);
         for (std::size_t c = 0; c < RowBytes; c += cache_line) __builtin_prefetch(next + c, 0, 3);
+        __builtin_prefetch(next + RowBytes - 1, 0, 3);  // the row's last line (see prefetch_row)
       }
       const Index k = idx[i];
       if (k == skip) continue;
@@ -237,6 +238,92 @@ inline bool bag_sum_fixed(const TableView<Codec>& view, const Index* idx, std::s
   (void)view, (void)idx, (void)n, (void)offsets, (void)bags, (void)skip, (void)psw, (void)mean;
   (void)out, (void)out_stride, (void)ahead;
   return false;
+}
+
+// ---- 16-bit rows (half, bfloat16) pooled into float ----------------------------------------
+//
+// Each bag is summed in AVX2 registers, eight values at a time converted as they load
+// (bfloat16: widen and shift; half: vcvtph2ps), for widths of 8 to 128. The product and the
+// sum are separate instructions (no FMA is enabled), so every element is the sum, from +0, of
+// the same float terms in the same order as the generic loop: the same bits.
+#ifdef EMB_DETAIL_X86_DISPATCH
+template <class S, std::size_t Dim, bool Weighted>
+__attribute__((target("avx2,f16c"))) void bag_sum_16bit_avx2(
+    const TableView<ValueCodec<S>>& view, const Index* idx, std::size_t n, IndexSpan offsets,
+    std::size_t bags, Index skip, const float* psw, bool mean, float* out, Index out_stride,
+    std::size_t ahead) noexcept {
+  constexpr std::size_t parts = Dim / 8;
+  constexpr std::size_t row_bytes = Dim * 2;
+  const unsigned char* const data = view.data;
+  const std::size_t stride = view.stride;
+  for (std::size_t b = 0; b < bags; ++b) {
+    __m256 acc[parts];
+    for (std::size_t p = 0; p < parts; ++p) acc[p] = _mm256_setzero_ps();
+    Index count = 0;
+    const std::size_t end = bag_end(offsets, b, n);
+    for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
+      if (ahead != 0 && i + ahead < n && idx[i + ahead] >= 0) {
+        const auto* next = reinterpret_cast<const char*>(
+            data + static_cast<std::size_t>(idx[i + ahead]) * stride);
+        for (std::size_t c = 0; c < row_bytes; c += cache_line) _mm_prefetch(next + c, _MM_HINT_T0);
+        _mm_prefetch(next + row_bytes - 1, _MM_HINT_T0);  // the row's last line (see prefetch_row)
+      }
+      const Index k = idx[i];
+      if (k == skip) continue;
+      ++count;
+      const unsigned char* src = data + static_cast<std::size_t>(k) * stride;
+      const __m256 w = Weighted ? _mm256_set1_ps(psw[i]) : _mm256_setzero_ps();
+      for (std::size_t p = 0; p < parts; ++p) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16 * p));
+        __m256 v;
+        if constexpr (std::is_same_v<S, Eigen::bfloat16>) {
+          v = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+        } else {
+          v = _mm256_cvtph_ps(h);
+        }
+        acc[p] = _mm256_add_ps(acc[p], Weighted ? _mm256_mul_ps(w, v) : v);
+      }
+    }
+    if (mean && count > 0) {
+      const __m256 c = _mm256_set1_ps(static_cast<float>(count));
+      for (std::size_t p = 0; p < parts; ++p) acc[p] = _mm256_div_ps(acc[p], c);
+    }
+    float* dst = out + static_cast<Index>(b) * out_stride;
+    for (std::size_t p = 0; p < parts; ++p) _mm256_storeu_ps(dst + 8 * p, acc[p]);
+  }
+}
+#endif
+
+template <class S>
+bool bag_sum_16bit(const TableView<ValueCodec<S>>& view, const Index* idx, std::size_t n,
+                   IndexSpan offsets, std::size_t bags, Index skip, const float* psw, bool mean,
+                   float* out, Index out_stride, std::size_t ahead) noexcept {
+#ifdef EMB_DETAIL_X86_DISPATCH
+  if (!cpu_has_avx2() || !cpu_has_f16c()) return false;
+  const auto run = [&](auto dim) {
+    constexpr std::size_t D = decltype(dim)::value;
+    if (psw != nullptr) {
+      bag_sum_16bit_avx2<S, D, true>(view, idx, n, offsets, bags, skip, psw, mean, out,
+                                     out_stride, ahead);
+    } else {
+      bag_sum_16bit_avx2<S, D, false>(view, idx, n, offsets, bags, skip, psw, mean, out,
+                                      out_stride, ahead);
+    }
+    return true;
+  };
+  switch (view.dim) {
+    case 8: return run(std::integral_constant<std::size_t, 8>{});
+    case 16: return run(std::integral_constant<std::size_t, 16>{});
+    case 32: return run(std::integral_constant<std::size_t, 32>{});
+    case 64: return run(std::integral_constant<std::size_t, 64>{});
+    case 128: return run(std::integral_constant<std::size_t, 128>{});
+    default: return false;
+  }
+#else
+  (void)view, (void)idx, (void)n, (void)offsets, (void)bags, (void)skip, (void)psw, (void)mean;
+  (void)out, (void)out_stride, (void)ahead;
+  return false;
+#endif
 }
 
 // A codec may pool whole calls itself, for rows whose decoding is worth keeping in registers

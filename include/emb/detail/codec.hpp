@@ -169,12 +169,26 @@ inline void accumulate_values(const S* in, Index n, T w, T* acc) noexcept {
   }
 }
 
+template <class Codec>
+struct TableView;
+template <class S>
+struct ValueCodec;
+// The register-accumulated Sum / Mean pooling of 16-bit rows into float (bag.hpp); false when
+// there is no kernel for this call.
+template <class S>
+bool bag_sum_16bit(const TableView<ValueCodec<S>>& view, const Index* idx, std::size_t n,
+                   IndexSpan offsets, std::size_t bags, Index skip, const float* psw, bool mean,
+                   float* out, Index out_stride, std::size_t ahead) noexcept;
+
 // Rows of dim values of S, one after the other.
 template <class S>
 struct ValueCodec {
   static_assert(is_storage_type_v<S>, "emb: storage must be float, double, half or bfloat16");
   using Stored = S;
   static constexpr bool writable = true;
+  // Rows prefetched ahead at most (see gather.hpp): 16-bit rows are half as long, so twice as
+  // many fit in the same bytes in flight.
+  static constexpr std::size_t prefetch_max_rows = sizeof(S) == 2 ? 32 : 16;
 
   // Whether a row already is dim values of T (then kernels copy it as it is).
   template <class T>
@@ -194,6 +208,21 @@ struct ValueCodec {
   template <bool Weighted, class T>
   void accumulate(const unsigned char* row, Index dim, T w, T* acc) const noexcept {
     accumulate_values<Weighted>(values(row), dim, w, acc);
+  }
+
+  // The bag hook (bag.hpp's bag_sum asks it first): 16-bit rows pooled into float keep each
+  // bag's sum in registers, converting as they load.
+  template <class T>
+  bool bag_sum(const TableView<ValueCodec>& view, const Index* idx, std::size_t n,
+               IndexSpan offsets, std::size_t bags, Index skip, const T* psw, bool mean, T* out,
+               Index out_stride, std::size_t ahead) const noexcept {
+    if constexpr (is_16bit_float_v<S> && std::is_same_v<T, float>) {
+      return bag_sum_16bit(view, idx, n, offsets, bags, skip, psw, mean, out, out_stride, ahead);
+    } else {
+      (void)view, (void)idx, (void)n, (void)offsets, (void)bags, (void)skip, (void)psw;
+      (void)mean, (void)out, (void)out_stride, (void)ahead;
+      return false;
+    }
   }
 };
 

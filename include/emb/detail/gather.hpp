@@ -89,10 +89,14 @@ inline std::size_t prefetch_distance(const TableView<Codec>& view) noexcept {
   return prefetch_distance(view.table_bytes(), view.row_bytes(), codec_prefetch_rows<Codec>::value);
 }
 
+// Requests every cache line of [row, row + row_bytes). A row rarely starts on a line boundary
+// (a heap table is 16-byte aligned), so it spans one line more than row_bytes / 64: the last
+// byte is requested too.
 inline void prefetch_row(const void* row, std::size_t row_bytes) noexcept {
 #if defined(__GNUC__) || defined(__clang__)
   const char* p = static_cast<const char*>(row);
   for (std::size_t b = 0; b < row_bytes; b += cache_line) __builtin_prefetch(p + b, 0, 3);
+  if (row_bytes != 0) __builtin_prefetch(p + row_bytes - 1, 0, 3);
 #else
   (void)row;
   (void)row_bytes;
