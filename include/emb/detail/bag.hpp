@@ -102,8 +102,9 @@ inline void bag_layout(IndexSpan indices, IndexSpan offsets, std::size_t bags, I
 // id is `skip` contributes nothing. Positions run in order across bags (offsets are
 // non-decreasing), so prefetching `ahead` positions ahead reaches into the next bags.
 template <class Codec>
-inline void prefetch_entry(const TableView<Codec>& view, const Index* idx, std::size_t i,
-                           std::size_t n, std::size_t ahead) noexcept {
+EMB_DETAIL_PREFETCH_INLINE void prefetch_entry(const TableView<Codec>& view, const Index* idx,
+                                               std::size_t i, std::size_t n,
+                                               std::size_t ahead) noexcept {
   if (ahead == 0 || i + ahead >= n) return;
   const Index k = idx[i + ahead];
   if (k >= 0) prefetch_row(view.row(k), view.row_bytes());
@@ -425,6 +426,7 @@ void bag_max_winners(const TableView<Codec>& view, IndexSpan indices, IndexSpan 
   const Index dim = view.dim;
   const auto width = static_cast<std::size_t>(dim);
   const Index* idx = indices.data();
+  const std::size_t ahead = prefetch_distance(view);
   std::vector<T> best(width);
   std::vector<T> scratch(Codec::template copies<T> ? 0 : width);
   winners.assign(bags * width, -1);
@@ -433,6 +435,7 @@ void bag_max_winners(const TableView<Codec>& view, IndexSpan indices, IndexSpan 
     bool first = true;
     const std::size_t end = bag_end(offsets, b, n);
     for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
+      prefetch_entry(view, idx, i, n, ahead);
       const Index k = idx[i];
       if (k == skip) continue;
       const T* src = row_as(view, k, scratch.data());
