@@ -1,6 +1,8 @@
 // bench_bag — EmbeddingBag's fused pooling against the two-step way (a lookup into an (n, dim)
-// buffer, then a sum per bag), beside a memcpy of the same bytes (performance target P8). Every case reads
-// n = bags * L table rows of dim 64 floats; bytes processed = n * dim * sizeof(float), items = n.
+// buffer, then a sum per bag), beside a memcpy of the same bytes (performance target P8), and the
+// Sum and Max sparse backwards. Every case reads n = bags * L table rows of dim 64 floats (the
+// Sum backward reads none: its bytes are the gradient rows it sums); bytes processed
+// = n * dim * sizeof(float), items = n.
 //
 // Default: a table of 1e4 rows (2.5 MiB, cache-resident) and bag lengths 20, 50, 100; --full
 // adds a DRAM-resident table of 1e6 rows (256 MiB).
@@ -101,6 +103,22 @@ void fused(benchmark::State& state, Index rows, Index len, emb::BagMode mode) {
   set_counters(state, len);
 }
 
+// The sparse backward of a bag table: the row-sparse gradient of one call (for Max, the winners
+// of each output element found again from the table, then summed per row).
+void backward(benchmark::State& state, Index rows, Index len, emb::BagMode mode) {
+  Tables& t = tables(rows);
+  emb::EmbeddingBag<T>& bag = mode == emb::BagMode::Sum ? *t.sum : *t.max;
+  const auto pool = make_batches(rows, len);
+  const Matrix<T> grad_output = Matrix<T>::Constant(static_cast<Index>(kBags), kDim, T(0.5));
+  std::size_t k = 0;
+  for (auto _ : state) {
+    const Batch& b = pool[k++ % kPool];
+    emb::SparseGrad<T> g = bag.backward(b.indices, b.offsets, grad_output);
+    benchmark::DoNotOptimize(g.values.data());
+  }
+  set_counters(state, len);
+}
+
 // The two-step way: lookup into a preallocated (n, dim) buffer, then each bag's rows summed.
 void lookup_then_sum(benchmark::State& state, Index rows, Index len) {
   Tables& t = tables(rows);
@@ -146,6 +164,10 @@ void register_all() {
       benchmark::RegisterBenchmark((g + "/fused_mean").c_str(), fused, rows, len,
                                    emb::BagMode::Mean);
       benchmark::RegisterBenchmark((g + "/fused_max").c_str(), fused, rows, len, emb::BagMode::Max);
+      benchmark::RegisterBenchmark((g + "/backward_sum").c_str(), backward, rows, len,
+                                   emb::BagMode::Sum);
+      benchmark::RegisterBenchmark((g + "/backward_max").c_str(), backward, rows, len,
+                                   emb::BagMode::Max);
     }
   }
 }
@@ -155,7 +177,7 @@ void summarise(const std::map<std::string, bench::Result>& r) {
   std::printf("\nEmbeddingBag, dim %d, %zu bags per call (GB/s of rows read)\n",
               static_cast<int>(kDim), kBags);
   bench::Table table({"case", "memcpy", "fused sum", "lookup+sum", "fused/lookup+sum",
-                      "fused/memcpy", "mean", "max"});
+                      "fused/memcpy", "mean", "max", "sum backward", "max backward"});
   std::optional<double> worst;
   for (Index rows : g_rows) {
     for (Index len : kLengths) {
@@ -166,7 +188,8 @@ void summarise(const std::map<std::string, bench::Result>& r) {
       table.add({g, bench::gbps(find(r, g + "/memcpy")), bench::gbps(find(r, g + "/fused_sum")),
                  bench::gbps(find(r, g + "/lookup_then_sum")), bench::fixed(speed, 2, "x"),
                  bench::fixed(vs_memcpy ? std::optional<double>(1.0 / *vs_memcpy) : std::nullopt),
-                 bench::gbps(find(r, g + "/fused_mean")), bench::gbps(find(r, g + "/fused_max"))});
+                 bench::gbps(find(r, g + "/fused_mean")), bench::gbps(find(r, g + "/fused_max")),
+                 bench::gbps(find(r, g + "/backward_sum")), bench::gbps(find(r, g + "/backward_max"))});
     }
   }
   table.print();

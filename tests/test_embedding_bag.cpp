@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -202,6 +203,47 @@ TEST_CASE("EmbeddingBag: Max ignores scale_grad_by_freq, as PyTorch's max backwa
   CHECK(a.rows == std::vector<Index>{0, 1, 2});
   CHECK(bit_identical(a.values, mat<double>(3, 2, {100, 10, 1, 0, 0, 1000})));
   CHECK(bit_identical(a.values, b.values));
+}
+
+TEST_CASE("EmbeddingBag: Max backward on a large call equals the element-by-element oracle") {
+  // 300 bags of 0-20 ids over 400 rows of dim 7, with padding and repeats: 2100 output
+  // elements, enough for the grouping by winner to take its radix path. The oracle finds each
+  // element's winner by the strict comparison (first occurrence on ties) and adds the bag's
+  // gradient to it in bag order; sparse and dense backwards must give exactly its sums.
+  const Index rows = 400, dim = 7;
+  const std::size_t bags = 300;
+  std::mt19937_64 gen(41);
+  Matrix<float> w = random_matrix<float>(rows, dim, 42);
+  w.row(5) = w.row(6);  // ties between two rows
+  std::vector<Index> idx, off;
+  for (std::size_t b = 0; b < bags; ++b) {
+    off.push_back(static_cast<Index>(idx.size()));
+    const auto len = static_cast<std::size_t>(gen() % 21);
+    for (std::size_t i = 0; i < len; ++i) {
+      const bool pad = gen() % 12 == 0;
+      idx.push_back(pad ? 3 : static_cast<Index>(gen() % static_cast<std::uint64_t>(rows)));
+    }
+  }
+  const Matrix<float> G = random_matrix<float>(static_cast<Index>(bags), dim, 43);
+  Matrix<float> expected = Matrix<float>::Zero(rows, dim);
+  for (std::size_t b = 0; b < bags; ++b) {
+    const auto begin = static_cast<std::size_t>(off[b]);
+    const std::size_t end = b + 1 < bags ? static_cast<std::size_t>(off[b + 1]) : idx.size();
+    for (Index j = 0; j < dim; ++j) {
+      Index winner = -1;
+      for (std::size_t i = begin; i < end; ++i) {
+        if (idx[i] == 3) continue;  // padding
+        if (winner < 0 || w(idx[i], j) > w(winner, j)) winner = idx[i];
+      }
+      if (winner >= 0) expected(winner, j) += G(static_cast<Index>(b), j);
+    }
+  }
+  auto bag = bag_of(BagMode::Max, w, FromPretrainedBagOptions().padding_idx(3));
+  const auto sparse = bag.backward(idx, off, G);
+  CHECK(std::is_sorted(sparse.rows.begin(), sparse.rows.end()));
+  CHECK(std::adjacent_find(sparse.rows.begin(), sparse.rows.end()) == sparse.rows.end());
+  CHECK(bit_identical(sparse.to_dense(), expected));
+  CHECK(bit_identical(bag.backward_dense(idx, off, G), expected));
 }
 
 TEST_CASE("EmbeddingBag: empty and all-padding bags give zero rows and no gradient") {

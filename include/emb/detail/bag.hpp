@@ -445,11 +445,10 @@ void bag_max_winners(const TableView<Codec>& view, IndexSpan indices, IndexSpan 
         first = false;
         continue;
       }
-      for (std::size_t j = 0; j < width; ++j) {
-        if (src[j] > best[j]) {
-          best[j] = src[j];
-          win[j] = k;
-        }
+      for (std::size_t j = 0; j < width; ++j) {  // branch-free, so that it vectorises
+        const bool wins = src[j] > best[j];
+        best[j] = wins ? src[j] : best[j];
+        win[j] = wins ? k : win[j];
       }
     }
   }

@@ -177,25 +177,37 @@ void zero_and_scatter_dense(IndexSpan indices, const GradRows<T>& rows, GradScal
 }
 
 // Max bags: every output element's gradient goes to the row that won it. rows receives the
-// distinct winning rows, ascending; values (rows.size() x dim) the sums, in bag order.
+// distinct winning rows, ascending; values (rows.size() x dim) the sums, in bag order. The
+// elements are grouped by winner with the stable radix sort, so that each (row, column) still
+// receives its bags' gradients in bag order (the order of the dense form below).
 template <class T>
 void max_winners_sparse(const std::vector<Index>& winners, std::size_t bags, const T* g,
                         Index g_stride, Index dim, std::vector<Index>& rows, Matrix<T>& values) {
   rows.clear();
-  for (Index k : winners) {
-    if (k >= 0) rows.push_back(k);
+  const auto width = static_cast<std::size_t>(dim);
+  if (width == 0 || bags == 0) {
+    values.resize(0, dim);
+    return;
   }
-  std::sort(rows.begin(), rows.end());
-  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  std::vector<std::size_t> order;
+  RadixScratch scratch;
+  stable_positions_by_index(
+      winners.data(), bags * width, [&](std::size_t p) { return winners[p] >= 0; }, order,
+      scratch);
+  for (std::size_t p : order) {
+    if (rows.empty() || rows.back() != winners[p]) rows.push_back(winners[p]);
+  }
   values = Matrix<T>::Zero(static_cast<Index>(rows.size()), dim);
-  for (std::size_t b = 0; b < bags; ++b) {
-    const Index* win = winners.data() + b * static_cast<std::size_t>(dim);
-    const T* src = g + static_cast<Index>(b) * g_stride;
-    for (Index j = 0; j < dim; ++j) {
-      if (win[j] < 0) continue;
-      const auto slot = std::lower_bound(rows.begin(), rows.end(), win[j]) - rows.begin();
-      values(static_cast<Index>(slot), j) += src[j];
+  Index slot = -1;
+  Index current = -1;
+  for (std::size_t p : order) {
+    if (winners[p] != current) {
+      current = winners[p];
+      ++slot;
     }
+    const auto b = static_cast<Index>(p / width);
+    const auto j = static_cast<Index>(p % width);
+    values(slot, j) += g[b * g_stride + j];
   }
 }
 
