@@ -101,13 +101,20 @@ inline void bag_layout(IndexSpan indices, IndexSpan offsets, std::size_t bags, I
 // (padding_idx, or -1 for none; a quantized table also maps pruned ids to it), and an entry whose
 // id is `skip` contributes nothing. Positions run in order across bags (offsets are
 // non-decreasing), so prefetching `ahead` positions ahead reaches into the next bags.
+// The register kernels pass their rows' size as a compile-time constant.
+template <class Codec>
+EMB_DETAIL_PREFETCH_INLINE void prefetch_entry(const TableView<Codec>& view, const Index* idx,
+                                               std::size_t i, std::size_t n, std::size_t ahead,
+                                               std::size_t row_bytes) noexcept {
+  if (ahead == 0 || i + ahead >= n) return;
+  const Index k = idx[i + ahead];
+  if (k >= 0) prefetch_row(view.row(k), row_bytes);
+}
 template <class Codec>
 EMB_DETAIL_PREFETCH_INLINE void prefetch_entry(const TableView<Codec>& view, const Index* idx,
                                                std::size_t i, std::size_t n,
                                                std::size_t ahead) noexcept {
-  if (ahead == 0 || i + ahead >= n) return;
-  const Index k = idx[i + ahead];
-  if (k >= 0) prefetch_row(view.row(k), view.row_bytes());
+  prefetch_entry(view, idx, i, n, ahead, view.row_bytes());
 }
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -150,14 +157,7 @@ __attribute__((always_inline)) inline void bag_sum_fixed_rows(
     Index count = 0;
     const std::size_t end = bag_end(offsets, b, n);
     for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
-      if (ahead != 0 && i + ahead < n && idx[i + ahead] >= 0) {
-        // prefetch_row's policy, spelled out: GCC finds prefetch_row free of side effects and
-        // drops the call before it would be inlined into this always_inline function.
-        const auto* next = reinterpret_cast<const char*>(
-            data + static_cast<std::size_t>(idx[i + ahead]) * stride);
-        for (std::size_t c = 0; c < RowBytes; c += cache_line) __builtin_prefetch(next + c, 0, 3);
-        __builtin_prefetch(next + RowBytes - 1, 0, 3);  // the row's last line (see prefetch_row)
-      }
+      prefetch_entry(view, idx, i, n, ahead, RowBytes);
       const Index k = idx[i];
       if (k == skip) continue;
       ++count;
@@ -263,12 +263,7 @@ __attribute__((target("avx2,f16c"))) void bag_sum_16bit_avx2(
     Index count = 0;
     const std::size_t end = bag_end(offsets, b, n);
     for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
-      if (ahead != 0 && i + ahead < n && idx[i + ahead] >= 0) {
-        const auto* next = reinterpret_cast<const char*>(
-            data + static_cast<std::size_t>(idx[i + ahead]) * stride);
-        for (std::size_t c = 0; c < row_bytes; c += cache_line) _mm_prefetch(next + c, _MM_HINT_T0);
-        _mm_prefetch(next + row_bytes - 1, _MM_HINT_T0);  // the row's last line (see prefetch_row)
-      }
+      prefetch_entry(view, idx, i, n, ahead, row_bytes);
       const Index k = idx[i];
       if (k == skip) continue;
       ++count;

@@ -348,23 +348,9 @@ struct QuantCodec;
 
 #ifdef EMB_DETAIL_QUANT_AVX2
 // What the register kernels below do for entry i of a call, before its row is added: prefetch
-// the row `ahead` positions on (every cache line of it, its last byte included: rows are not
-// line-aligned), and read the scale and bias of its own row times its weight. Written out as
-// always-inline code: GCC drops a prefetch helper it sees as free of side effects before it
-// would inline it.
-template <int Bits>
-__attribute__((always_inline)) inline void prefetch_quant_entry(const unsigned char* data,
-                                                                std::size_t stride,
-                                                                const Index* idx, std::size_t i,
-                                                                std::size_t n, std::size_t ahead,
-                                                                std::size_t row_bytes) noexcept {
-  if (ahead == 0 || i + ahead >= n || idx[i + ahead] < 0) return;
-  const auto* next =
-      reinterpret_cast<const char*>(data + static_cast<std::size_t>(idx[i + ahead]) * stride);
-  for (std::size_t c = 0; c < row_bytes; c += cache_line) __builtin_prefetch(next + c, 0, 3);
-  __builtin_prefetch(next + row_bytes - 1, 0, 3);
-}
-
+// the row `ahead` positions on (prefetch_entry, bag.hpp: every cache line of it, its last byte
+// included, since rows are not line-aligned), and read the scale and bias of its own row times
+// its weight.
 template <int Bits, bool Weighted>
 __attribute__((target("avx2,f16c"))) inline QuantParams weighted_quant_params(
     const unsigned char* row, Index dim, const float* psw, std::size_t i) noexcept {
@@ -394,7 +380,7 @@ __attribute__((target("avx2,fma,f16c"))) void bag_sum_quant_avx2(
     Index count = 0;
     const std::size_t end = bag_end(offsets, b, n);
     for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
-      prefetch_quant_entry<Bits>(data, stride, idx, i, n, ahead, row_bytes);
+      prefetch_entry(view, idx, i, n, ahead, row_bytes);
       const Index k = idx[i];
       if (k == skip) continue;
       ++count;
@@ -479,7 +465,7 @@ __attribute__((target("avx512f,avx2,fma,f16c"))) void bag_sum_quant_avx512(
     Index count = 0;
     const std::size_t end = bag_end(offsets, b, n);
     for (std::size_t i = bag_begin(offsets, b); i < end; ++i) {
-      prefetch_quant_entry<Bits>(data, stride, idx, i, n, ahead, row_bytes);
+      prefetch_entry(view, idx, i, n, ahead, row_bytes);
       const Index k = idx[i];
       if (k == skip) continue;
       ++count;
