@@ -41,17 +41,20 @@ Options validated_table_options(Options options, const char* where) {
 }
 
 // The (rows, dim) N(0, 1) table `seed` draws (fill_normal_rows, in T), each value rounded to S
-// (to nearest even), the padding row zero.
+// (to nearest even), the padding row zero. With first_row, rows [first_row, first_row + rows)
+// of that table (a shard's block), `padding` numbered within the block.
 template <class T, class S>
-Matrix<S> initial_weight(Index rows, Index dim, std::optional<Index> padding, std::uint64_t seed) {
+Matrix<S> initial_weight(Index rows, Index dim, std::optional<Index> padding, std::uint64_t seed,
+                         Index first_row = 0) {
   Matrix<S> weight(rows, dim);
   const auto width = static_cast<std::size_t>(dim);
+  const auto first = static_cast<std::uint64_t>(first_row);
   if constexpr (std::is_same_v<T, S>) {
-    fill_normal_rows(seed, 0, static_cast<std::uint64_t>(rows), width, weight.data());
+    fill_normal_rows(seed, first, first + static_cast<std::uint64_t>(rows), width, weight.data());
   } else {
     std::vector<T> row(width);
     for (Index r = 0; r < rows; ++r) {
-      const auto u = static_cast<std::uint64_t>(r);
+      const auto u = first + static_cast<std::uint64_t>(r);
       fill_normal_rows(seed, u, u + 1, width, row.data());
       for (Index j = 0; j < dim; ++j) weight(r, j) = round_nearest<S>(row[static_cast<std::size_t>(j)]);
     }

@@ -519,13 +519,10 @@ class ShardedTable {
     const Index begin = local_row_begin(), end = local_row_end(), dim = embedding_dim();
     std::optional<Shard> shard;
     agree(comm_, Derived::name(), capture([&] {
-            Matrix<T> block(end - begin, dim);
-            emb::detail::fill_normal_rows(seed, static_cast<std::uint64_t>(begin),
-                                          static_cast<std::uint64_t>(end),
-                                          static_cast<std::size_t>(dim), block.data());
             const auto local = local_padding();
-            if (local) block.row(*local).setZero();
-            shard.emplace(Derived::make_shard(options_, std::move(block), local));
+            shard.emplace(Derived::make_shard(
+                options_, emb::detail::initial_weight<T, T>(end - begin, dim, local, seed, begin),
+                local));
           }));
     return std::move(*shard);
   }
