@@ -16,7 +16,6 @@
 #include "test_util.hpp"
 
 #include <cstdint>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -39,11 +38,7 @@ using emb_test::TempDir;
 namespace {
 
 Matrix<float> table_values(Index rows, Index cols) {
-  std::mt19937_64 gen(17);
-  std::normal_distribution<double> normal;
-  Matrix<float> m(rows, cols);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(2.0 * normal(gen));
-  return m;
+  return emb_test::random_matrix(rows, cols, 17, 2.0);
 }
 
 emb::SparseGrad<float> some_grad(Index rows, Index cols) {
