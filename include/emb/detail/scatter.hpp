@@ -178,36 +178,24 @@ void zero_and_scatter_dense(IndexSpan indices, const GradRows<T>& rows, GradScal
 
 // Max bags: every output element's gradient goes to the row that won it. rows receives the
 // distinct winning rows, ascending; values (rows.size() x dim) the sums, in bag order. The
-// elements are grouped by winner with the stable radix sort, so that each (row, column) still
-// receives its bags' gradients in bag order (the order of the dense form below).
+// elements are grouped by winner as a backward groups positions by row (group_by_row: winners
+// of -1, empty bags, left out), so that each (row, column) receives its bags' gradients in bag
+// order, the order of the dense form below.
 template <class T>
 void max_winners_sparse(const std::vector<Index>& winners, std::size_t bags, const T* g,
                         Index g_stride, Index dim, std::vector<Index>& rows, Matrix<T>& values) {
-  rows.clear();
   const auto width = static_cast<std::size_t>(dim);
-  if (width == 0 || bags == 0) {
-    values.resize(0, dim);
-    return;
-  }
-  std::vector<std::size_t> order;
-  RadixScratch scratch;
-  stable_positions_by_index(
-      winners.data(), bags * width, [&](std::size_t p) { return winners[p] >= 0; }, order,
-      scratch);
-  for (std::size_t p : order) {
-    if (rows.empty() || rows.back() != winners[p]) rows.push_back(winners[p]);
-  }
+  RowSegments segments;
+  group_by_row(IndexSpan(winners.data(), bags * width), -1, segments);
+  rows = std::move(segments.rows);
   values = Matrix<T>::Zero(static_cast<Index>(rows.size()), dim);
-  Index slot = -1;
-  Index current = -1;
-  for (std::size_t p : order) {
-    if (winners[p] != current) {
-      current = winners[p];
-      ++slot;
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    for (std::size_t s = segments.starts[r]; s < segments.starts[r + 1]; ++s) {
+      const std::size_t p = segments.positions[s];
+      const auto b = static_cast<Index>(p / width);
+      const auto j = static_cast<Index>(p % width);
+      values(static_cast<Index>(r), j) += g[b * g_stride + j];
     }
-    const auto b = static_cast<Index>(p / width);
-    const auto j = static_cast<Index>(p % width);
-    values(slot, j) += g[b * g_stride + j];
   }
 }
 
